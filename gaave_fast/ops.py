@@ -41,6 +41,16 @@ def extension_error() -> str | None:
     """Why the compiled extension could not be loaded, or None when it is loaded."""
     if _LOAD_ERROR is None:
         return None
+    from pathlib import Path
+
+    package = Path(__file__).resolve().parent
+    if not any(package.glob("_C*.so")) and not any(package.glob("_C*.pyd")):
+        return (
+            f"gaave_fast's compiled ops are missing: gaave_fast was imported from {package}, which holds "
+            "no built extension. If this is the source tree, either run from another directory so that the "
+            "installed package is used, or build in place with `python setup.py build_ext --inplace`. "
+            'backend="torch" works without them.'
+        )
     return (
         f"gaave_fast's compiled ops could not be loaded ({_LOAD_ERROR}). Rebuild them against "
         f"the installed torch {torch.__version__}: `pip install --no-build-isolation .` in the "
