@@ -31,10 +31,21 @@ struct ChannelParams {
   const float* hi;
 };
 
+// The two inner loops are compiled twice: for the baseline ISA and, on x86-64,
+// for AVX2 (chosen at run time). The bodies are always inlined into both, so the
+// compiler vectorizes each for its target; AVX2 halves the time of bf16 spans.
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define GAAVE_HAVE_AVX2 1
+#define GAAVE_TARGET_AVX2 __attribute__((target("avx2,fma")))
+#else
+#define GAAVE_HAVE_AVX2 0
+#endif
+
 // A span whose elements all belong to one channel (row-major layout).
 template <typename T>
-void update_span(T* __restrict__ x, const T* __restrict__ x0, const T* __restrict__ g,
-                 int64_t len, float alpha, float eps, float lo, float hi) {
+[[gnu::always_inline]] inline void span_body(T* __restrict__ x, const T* __restrict__ x0,
+                                             const T* __restrict__ g, int64_t len, float alpha,
+                                             float eps, float lo, float hi) {
   for (int64_t i = 0; i < len; ++i) {
     x[i] = static_cast<T>(pgd_update(static_cast<float>(x[i]), static_cast<float>(x0[i]),
                                      static_cast<float>(g[i]), alpha, eps, lo, hi));
@@ -44,10 +55,12 @@ void update_span(T* __restrict__ x, const T* __restrict__ x0, const T* __restric
 // A span of whole pixels in channels_last: parameters repeat every C elements,
 // so they are laid out once as tiles of kTilePixels pixels and read alongside.
 template <typename T>
-void update_span_tiled(T* __restrict__ x, const T* __restrict__ x0, const T* __restrict__ g,
-                       int64_t len, const float* __restrict__ alpha,
-                       const float* __restrict__ eps, const float* __restrict__ lo,
-                       const float* __restrict__ hi, int64_t tile_len) {
+[[gnu::always_inline]] inline void tiled_body(T* __restrict__ x, const T* __restrict__ x0,
+                                              const T* __restrict__ g, int64_t len,
+                                              const float* __restrict__ alpha,
+                                              const float* __restrict__ eps,
+                                              const float* __restrict__ lo,
+                                              const float* __restrict__ hi, int64_t tile_len) {
   for (int64_t off = 0; off < len; off += tile_len) {
     const int64_t n = std::min(tile_len, len - off);
     T* xs = x + off;
@@ -59,6 +72,58 @@ void update_span_tiled(T* __restrict__ x, const T* __restrict__ x0, const T* __r
                                         hi[i]));
     }
   }
+}
+
+template <typename T>
+void span_default(T* x, const T* x0, const T* g, int64_t len, float a, float e, float l, float h) {
+  span_body(x, x0, g, len, a, e, l, h);
+}
+
+template <typename T>
+void tiled_default(T* x, const T* x0, const T* g, int64_t len, const float* a, const float* e,
+                   const float* l, const float* h, int64_t tile_len) {
+  tiled_body(x, x0, g, len, a, e, l, h, tile_len);
+}
+
+#if GAAVE_HAVE_AVX2
+template <typename T>
+GAAVE_TARGET_AVX2 void span_avx2(T* x, const T* x0, const T* g, int64_t len, float a, float e,
+                                 float l, float h) {
+  span_body(x, x0, g, len, a, e, l, h);
+}
+
+template <typename T>
+GAAVE_TARGET_AVX2 void tiled_avx2(T* x, const T* x0, const T* g, int64_t len, const float* a,
+                                  const float* e, const float* l, const float* h,
+                                  int64_t tile_len) {
+  tiled_body(x, x0, g, len, a, e, l, h, tile_len);
+}
+#endif
+
+bool cpu_has_avx2() {
+#if GAAVE_HAVE_AVX2
+  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return has;
+#else
+  return false;
+#endif
+}
+
+template <typename T>
+void update_span(T* x, const T* x0, const T* g, int64_t len, float a, float e, float l, float h) {
+#if GAAVE_HAVE_AVX2
+  if (cpu_has_avx2()) return span_avx2(x, x0, g, len, a, e, l, h);
+#endif
+  span_default(x, x0, g, len, a, e, l, h);
+}
+
+template <typename T>
+void update_span_tiled(T* x, const T* x0, const T* g, int64_t len, const float* a, const float* e,
+                       const float* l, const float* h, int64_t tile_len) {
+#if GAAVE_HAVE_AVX2
+  if (cpu_has_avx2()) return tiled_avx2(x, x0, g, len, a, e, l, h, tile_len);
+#endif
+  tiled_default(x, x0, g, len, a, e, l, h, tile_len);
 }
 
 template <typename T>
