@@ -20,6 +20,11 @@ TESTS = Path(__file__).resolve().parent
 
 
 def run_child(checkpoint: Path, crash_at: int) -> int:
+    """Scan in a child process that hard-exits while loading sample `crash_at`.
+
+    It runs in the checkpoint's folder so that `-c` does not put the source tree's
+    gaave_fast (possibly unbuilt) ahead of the one under test.
+    """
     code = textwrap.dedent(f"""
         import sys
         sys.path.insert(0, {str(TESTS)!r})
@@ -30,7 +35,8 @@ def run_child(checkpoint: Path, crash_at: int) -> int:
         scan(scan_fixture.model(), loader, checkpoint={str(checkpoint)!r}, checkpoint_every=0,
              **scan_fixture.SCAN_KWARGS)
     """)
-    return subprocess.run([sys.executable, "-c", code], env=scan_fixture.child_env(), timeout=300).returncode
+    return subprocess.run([sys.executable, "-c", code], env=scan_fixture.child_env(), cwd=checkpoint.parent,
+                          timeout=300).returncode
 
 
 def test_resume_after_hard_kill_is_identical(tmp_path):
