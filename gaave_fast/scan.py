@@ -161,6 +161,7 @@ class _Attack:
         self._bounds: dict[int, tuple[torch.Tensor, ...]] = {}
         self._norm: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self._graphs: dict[tuple, _Graph] | None = {} if cuda_graph else None
+        self.num_classes: int | None = None  # the model's output width, once seen
 
     def prepare(self, images: torch.Tensor) -> torch.Tensor:
         """Images as float32 on the device, normalized, in the chosen memory layout."""
@@ -195,6 +196,9 @@ class _Attack:
     def __call__(self, x0: torch.Tensor, labels: torch.Tensor, label_max: int) -> dict[str, torch.Tensor]:
         if self._graphs is None:
             return self.run(x0, labels, label_max)
+        if self.num_classes is not None:
+            # A replayed graph runs no Python: check the labels against the width seen before.
+            self._check_labels(label_max, self.num_classes)
         key = (tuple(x0.shape), x0.stride())
         graph = self._graphs.get(key)
         if graph is None:
@@ -205,7 +209,7 @@ class _Attack:
                 self._graphs[key] = graph = None  # type: ignore[assignment]
         if graph is None:
             return self.run(x0, labels, label_max)
-        return graph.replay(x0, labels, label_max)
+        return graph.replay(x0, labels)
 
     def run(self, x0: torch.Tensor, labels: torch.Tensor, label_max: int) -> dict[str, torch.Tensor]:
         """Attack one batch; returns device tensors (no host synchronisation)."""
@@ -237,7 +241,8 @@ class _Attack:
     def _autocast(self):
         if self.amp is None:
             return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=self.amp)
+        # The autocast weight cache must stay off while a CUDA graph is captured.
+        return torch.autocast(device_type=self.device.type, dtype=self.amp, cache_enabled=self._graphs is None)
 
     def _logits(self, x: torch.Tensor, n: int, label_max: int) -> torch.Tensor:
         logits = self.model(x)
@@ -246,12 +251,17 @@ class _Attack:
             raise ValueError(f"the model must return logits of shape [N, K] = [{n}, K], got {shape}")
         if logits.shape[1] < 2:
             raise ValueError(f"the model must output at least 2 classes, got {logits.shape[1]}")
-        if label_max >= logits.shape[1]:
-            raise ValueError(
-                f"label {label_max} is outside the model's {logits.shape[1]} outputs (labels must be "
-                f"0..{logits.shape[1] - 1})"
-            )
+        self.num_classes = logits.shape[1]
+        self._check_labels(label_max, self.num_classes)
         return logits
+
+    @staticmethod
+    def _check_labels(label_max: int, num_classes: int) -> None:
+        if label_max >= num_classes:
+            raise ValueError(
+                f"label {label_max} is outside the model's {num_classes} outputs (labels must be "
+                f"0..{num_classes - 1})"
+            )
 
 
 class _Graph:
@@ -260,7 +270,6 @@ class _Graph:
     def __init__(self, attack: _Attack, x0: torch.Tensor, labels: torch.Tensor, label_max: int):
         self.x0 = x0.clone()
         self.labels = labels.clone()
-        self.num_classes_checked = label_max
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):  # warm-up outside the capture (cuDNN autotuning, allocator)
@@ -270,13 +279,8 @@ class _Graph:
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph):
             self.outputs = attack.run(self.x0, self.labels, label_max)
-        self.attack = attack
 
-    def replay(self, x0: torch.Tensor, labels: torch.Tensor, label_max: int) -> dict[str, torch.Tensor]:
-        if label_max > self.num_classes_checked:
-            # The label check ran at capture time; re-check against the model's width.
-            with torch.no_grad():
-                self.attack._logits(x0[:1], 1, label_max)
+    def replay(self, x0: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
         self.x0.copy_(x0)
         self.labels.copy_(labels)
         self.graph.replay()
