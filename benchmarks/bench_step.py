@@ -28,27 +28,33 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 NUM_CLASSES = 8
 
 
-def _timer(device: torch.device) -> Callable[[Callable[[], None], int], float]:
-    """Median milliseconds of fn over `reps` runs, synchronised on CUDA."""
+def _time_once(fn: Callable[[], None], device: torch.device) -> float:
+    """Milliseconds of one call, synchronised on CUDA."""
+    if device.type == "cuda":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        torch.cuda.synchronize()
+        return start.elapsed_time(end)
+    t0 = time.perf_counter()
+    fn()
+    return (time.perf_counter() - t0) * 1e3
 
-    def run(fn: Callable[[], None], reps: int) -> float:
+
+def time_interleaved(fns: dict[str, Callable[[], None]], device: torch.device, reps: int) -> dict[str, dict]:
+    """Best and median milliseconds of each function, run in turn `reps` times.
+
+    Interleaving exposes every candidate to the same background load; the best time
+    is the least disturbed run, which is what the hardware can do.
+    """
+    for fn in fns.values():
         fn()  # warm-up: allocator, caches, lazy init
-        times = []
-        for _ in range(reps):
-            if device.type == "cuda":
-                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                start.record()
-                fn()
-                end.record()
-                torch.cuda.synchronize()
-                times.append(start.elapsed_time(end))
-            else:
-                t0 = time.perf_counter()
-                fn()
-                times.append((time.perf_counter() - t0) * 1e3)
-        return statistics.median(times)
-
-    return run
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(reps):
+        for name, fn in fns.items():
+            times[name].append(_time_once(fn, device))
+    return {name: {"best": min(t), "median": statistics.median(t)} for name, t in times.items()}
 
 
 def eager_step(x, x0, grad, logits, labels, hits, eps, alpha, lo, hi):
@@ -77,15 +83,17 @@ def bench_case(shape, dtype_name: str, device: torch.device, reps: int) -> dict:
     # x0 is rescaled into the valid range of the normalized inputs.
     x0.mul_(h4 - l4).add_(l4)
     x.copy_(x0)
-    timer = _timer(device)
-
-    fused_ms = timer(
-        lambda: ops.pgd_step_(x, x0, grad, logits, labels, hits, first_miss, 0, eps, alpha, lo, hi),
+    out = torch.empty_like(x)
+    t = time_interleaved(
+        {
+            "fused": lambda: ops.pgd_step_(x, x0, grad, logits, labels, hits, first_miss, 0, eps, alpha, lo, hi),
+            "eager": lambda: eager_step(x, x0, grad, logits, labels, hits, e4, a4, l4, h4),
+            "copy": lambda: out.copy_(x),
+        },
+        device,
         reps,
     )
-    eager_ms = timer(lambda: eager_step(x, x0, grad, logits, labels, hits, e4, a4, l4, h4), reps)
-    out = torch.empty_like(x)
-    copy_ms = timer(lambda: out.copy_(x), reps)
+    fused_ms, eager_ms, copy_ms = t["fused"]["best"], t["eager"]["best"], t["copy"]["best"]
 
     nbytes = x.numel() * x.element_size()
     copy_gbs = 2 * nbytes / copy_ms / 1e6
@@ -97,6 +105,7 @@ def bench_case(shape, dtype_name: str, device: torch.device, reps: int) -> dict:
         "fused_ms": round(fused_ms, 3),
         "eager_ms": round(eager_ms, 3),
         "copy_ms": round(copy_ms, 3),
+        "median_ms": {name: round(v["median"], 3) for name, v in t.items()},
         "speedup": round(eager_ms / fused_ms, 2),
         "fused_GBps": round(fused_gbs, 1),
         "copy_GBps": round(copy_gbs, 1),
@@ -113,7 +122,7 @@ def machine(device: torch.device) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", choices=["cpu", "cuda", "all"], default="all")
-    parser.add_argument("--reps", type=int, default=None, help="timed runs per case (default: 5 CPU, 50 CUDA)")
+    parser.add_argument("--reps", type=int, default=None, help="timed rounds per case (default: 15 CPU, 50 CUDA); the best is reported")
     parser.add_argument("--shapes", default=None, help="e.g. 256x3x112x112,64x3x224x224")
     parser.add_argument("--dtypes", default="fp32,bf16")
     parser.add_argument("--json", default=None, help="write the results here")
@@ -130,7 +139,7 @@ def main() -> None:
     header = f"{'device':<6} {'shape':<18} {'dtype':<5} {'fused ms':>9} {'eager ms':>9} {'speedup':>8} {'fused GB/s':>11} {'copy GB/s':>10} {'of copy':>8}"
     print(header)
     for device in devices:
-        reps = args.reps or (50 if device.type == "cuda" else 5)
+        reps = args.reps or (50 if device.type == "cuda" else 15)
         for shape in shapes:
             for dtype_name in args.dtypes.split(","):
                 r = bench_case(shape, dtype_name, device, reps)

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-COLUMNS = ("index", "k", "label", "pred", "first_miss", "margin")
+COLUMNS = ("index", "k", "label", "pred", "first_miss", "margin", "loss")
 _DTYPES = {
     "index": np.int64,
     "k": np.int16,
@@ -17,6 +17,7 @@ _DTYPES = {
     "pred": np.int64,
     "first_miss": np.int16,
     "margin": np.float32,
+    "loss": np.float32,
 }
 
 
@@ -32,6 +33,7 @@ class ScanResult:
         pred: the model's prediction on the clean image x(0).
         first_miss: first step s whose prediction differs from the label; -1 if none.
         margin: clean logit of the label minus the largest other logit (logit units).
+        loss: clean cross-entropy of the label (nats), the small-loss criterion's score.
         eps, alpha: the attack's radius and step in [0,1] pixel units; steps: S.
         meta: free-form settings of the run (model fingerprint, backend, ...).
     """
@@ -42,6 +44,7 @@ class ScanResult:
     pred: np.ndarray
     first_miss: np.ndarray
     margin: np.ndarray
+    loss: np.ndarray
     eps: float
     alpha: float
     steps: int
@@ -87,7 +90,7 @@ class ScanResult:
         return self.index[self.k > tau]
 
     def to_pandas(self):
-        """A DataFrame indexed by dataset index with k, label, pred, first_miss, margin, score."""
+        """A DataFrame indexed by dataset index with k, label, pred, first_miss, margin, loss, score."""
         import pandas as pd
 
         frame = pd.DataFrame({name: getattr(self, name) for name in COLUMNS[1:]}, index=self.index)

@@ -236,6 +236,7 @@ class _Attack:
         self.count_fn(logits, labels, hits, first_miss, self.steps)
         clean = logits if clean is None else clean
         return dict(hits=hits, first_miss=first_miss, pred=clean.argmax(dim=1), margin=_margin(clean, labels),
+                    loss=F.cross_entropy(clean.float(), labels, reduction="none"),
                     finite=torch.isfinite(x0).flatten(1).all(dim=1))
 
     def _autocast(self):
@@ -336,6 +337,7 @@ def _run(loader, attack: _Attack, store: ScanCheckpoint | None, checkpoint_every
         done["first_miss"].append(out["first_miss"].numpy().astype(np.int16))
         done["pred"].append(out["pred"].numpy().astype(np.int64))
         done["margin"].append(out["margin"].numpy().astype(np.float32))
+        done["loss"].append(out["loss"].numpy().astype(np.float32))
         bar.update(len(p.indices))
 
     def save() -> None:

@@ -45,6 +45,7 @@ def columns_equal(a: ScanResult, b: ScanResult, margin_exact: bool = True):
         np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
     if margin_exact:
         np.testing.assert_array_equal(a.margin, b.margin)
+        np.testing.assert_array_equal(a.loss, b.loss)
 
 
 @needs_ext
@@ -201,6 +202,9 @@ def test_steps_zero_counts_clean_point():
         pred = model(images).argmax(1)
     np.testing.assert_array_equal(result.k, (pred == labels).numpy().astype(np.int16))
     np.testing.assert_array_equal(result.pred, pred.numpy())
+    with torch.no_grad():
+        loss = torch.nn.functional.cross_entropy(model(images), labels, reduction="none")
+    np.testing.assert_allclose(result.loss, loss.numpy(), rtol=1e-5, atol=1e-6)
 
 
 def test_result_round_trip(tmp_path):
@@ -208,7 +212,8 @@ def test_result_round_trip(tmp_path):
     n = 25
     result = ScanResult(index=gen.permutation(100)[:n], k=gen.integers(0, 10, n), label=gen.integers(0, 7, n),
                         pred=gen.integers(0, 7, n), first_miss=gen.integers(-1, 9, n),
-                        margin=gen.normal(size=n).astype(np.float32), eps=1 / 255, alpha=1 / 2040, steps=8,
+                        margin=gen.normal(size=n).astype(np.float32), loss=gen.exponential(size=n),
+                        eps=1 / 255, alpha=1 / 2040, steps=8,
                         meta={"backend": "fused"})
     assert np.all(np.diff(result.index) > 0)
     for suffix in (".npz", ".parquet", ".csv"):
@@ -226,7 +231,7 @@ def test_result_round_trip(tmp_path):
         result.save(tmp_path / "r.txt")
     with pytest.raises(ValueError, match="appears more than once"):
         ScanResult(index=[1, 1], k=[0, 0], label=[0, 0], pred=[0, 0], first_miss=[0, 0], margin=[0, 0],
-                   eps=0.1, alpha=0.1, steps=1)
+                   loss=[0, 0], eps=0.1, alpha=0.1, steps=1)
 
 
 # --- bad input ------------------------------------------------------------------------

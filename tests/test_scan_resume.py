@@ -48,7 +48,7 @@ def test_resume_after_hard_kill_is_identical(tmp_path):
     loader = DataLoader(scan_fixture.IndexedImages(), batch_size=6)
     resumed = scan(scan_fixture.model(), loader, checkpoint=ckpt, **scan_fixture.SCAN_KWARGS)
     fresh = scan(scan_fixture.model(), loader, **scan_fixture.SCAN_KWARGS)
-    for name in ("index", "k", "label", "pred", "first_miss", "margin"):
+    for name in ("index", "k", "label", "pred", "first_miss", "margin", "loss"):
         np.testing.assert_array_equal(getattr(resumed, name), getattr(fresh, name), err_msg=name)
     assert len(resumed) == 40
 
