@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -22,6 +21,8 @@ from collections.abc import Callable
 import torch
 
 from gaave_fast import ops
+
+from machine import machine_name
 
 SHAPES = [(256, 3, 112, 112), (256, 3, 224, 224)]
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -113,12 +114,6 @@ def bench_case(shape, dtype_name: str, device: torch.device, reps: int) -> dict:
     }
 
 
-def machine(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", choices=["cpu", "cuda", "all"], default="all")
@@ -152,7 +147,7 @@ def main() -> None:
         "benchmark": "pgd_step",
         "torch": torch.__version__,
         "build": ops.build_info(),
-        "machines": {str(d): machine(d) for d in devices},
+        "machines": {str(d): machine_name(d) for d in devices},
         "results": rows,
     }
     print(json.dumps(result, indent=2))
