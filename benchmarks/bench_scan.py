@@ -16,7 +16,6 @@ All rows run on the same model, images and device in one process:
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import torch
@@ -25,7 +24,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from gaave_fast import ops, scan
 
-from machine import machine_name
+from common import emit_json, machine_name
 
 AFFECTNET_TRAIN = 287_651  # manually annotated training images of AffectNet
 
@@ -187,10 +186,7 @@ def main() -> None:
         "fraction_of_bound": round(rates["scan fused"] / rates["bound"], 3) if "bound" in rates else None,
         "projected_hours_affectnet": round(projected_h, 3), **agree,
     }
-    print(json.dumps(out, indent=2))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(out, f, indent=2)
+    emit_json(out, args.json)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ against the machine's own device-to-device copy bandwidth.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from collections.abc import Callable
@@ -22,7 +21,7 @@ import torch
 
 from gaave_fast import ops
 
-from machine import machine_name
+from common import emit_json, machine_name
 
 SHAPES = [(256, 3, 112, 112), (256, 3, 224, 224)]
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -150,10 +149,7 @@ def main() -> None:
         "machines": {str(d): machine_name(d) for d in devices},
         "results": rows,
     }
-    print(json.dumps(result, indent=2))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+    emit_json(result, args.json)
 
 
 if __name__ == "__main__":

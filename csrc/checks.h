@@ -57,9 +57,11 @@ inline void check_per_sample(const at::Tensor& logits, const at::Tensor& labels,
               " but logits is on ", device);
 }
 
+// All arguments of pgd_step_ (the per-sample ones through check_per_sample).
 inline void check_step(const at::Tensor& x, const at::Tensor& x0, const at::Tensor& grad,
-                       const at::Tensor& logits, const at::Tensor& eps, const at::Tensor& alpha,
-                       const at::Tensor& lo, const at::Tensor& hi) {
+                       const at::Tensor& logits, const at::Tensor& labels, const at::Tensor& hits,
+                       const at::Tensor& first_miss, const at::Tensor& eps,
+                       const at::Tensor& alpha, const at::Tensor& lo, const at::Tensor& hi) {
   const char* op = "pgd_step_";
   TORCH_CHECK(x.dim() >= 2, op, ": x must be [N, C, ...] (at least 2-D), got shape ", x.sizes());
   TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kBFloat16 ||
@@ -94,6 +96,7 @@ inline void check_step(const at::Tensor& x, const at::Tensor& x0, const at::Tens
     TORCH_CHECK(t->device() == device, op, ": ", name, " is on ", t->device(), " but x is on ",
                 device);
   }
+  check_per_sample(logits, labels, hits, first_miss, op);
 }
 
 }  // namespace gaave_fast

@@ -170,8 +170,7 @@ void pgd_step_cpu(at::Tensor x, const at::Tensor& x0, const at::Tensor& grad,
                   const at::Tensor& logits, const at::Tensor& labels, at::Tensor hits,
                   at::Tensor first_miss, int64_t step, const at::Tensor& eps,
                   const at::Tensor& alpha, const at::Tensor& lo, const at::Tensor& hi) {
-  check_step(x, x0, grad, logits, eps, alpha, lo, hi);
-  check_per_sample(logits, labels, hits, first_miss, "pgd_step_");
+  check_step(x, x0, grad, logits, labels, hits, first_miss, eps, alpha, lo, hi);
   TORCH_CHECK(x.device().is_cpu(), "pgd_step_: x must be on the CPU for this kernel");
   // Count at the current point before moving it: logits were computed at x(s).
   count_hits_cpu_kernel(logits, labels, hits, first_miss, step);

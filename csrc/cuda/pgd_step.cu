@@ -119,8 +119,7 @@ void pgd_step_cuda(at::Tensor x, const at::Tensor& x0, const at::Tensor& grad,
                    const at::Tensor& logits, const at::Tensor& labels, at::Tensor hits,
                    at::Tensor first_miss, int64_t step, const at::Tensor& eps,
                    const at::Tensor& alpha, const at::Tensor& lo, const at::Tensor& hi) {
-  check_step(x, x0, grad, logits, eps, alpha, lo, hi);
-  check_per_sample(logits, labels, hits, first_miss, "pgd_step_");
+  check_step(x, x0, grad, logits, labels, hits, first_miss, eps, alpha, lo, hi);
   TORCH_CHECK(x.is_cuda(), "pgd_step_: x must be a CUDA tensor for this kernel");
   const int64_t n = logits.size(0);
   if (n == 0) return;

@@ -1,13 +1,16 @@
-"""What the benchmarks ran on, in words (CPU model and threads, or the GPU's name)."""
+"""Shared by the benchmarks: what they ran on, and how they hand their numbers over."""
 
 from __future__ import annotations
 
+import json
 import platform
+from typing import Any
 
 import torch
 
 
 def machine_name(device: torch.device) -> str:
+    """The GPU's name, or the CPU model with the number of threads torch uses."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     model = platform.processor() or platform.machine()
@@ -17,3 +20,11 @@ def machine_name(device: torch.device) -> str:
     except (OSError, StopIteration):
         pass
     return f"{model} CPU, {torch.get_num_threads()} threads"
+
+
+def emit_json(result: dict[str, Any], path: str | None) -> None:
+    """Print the result as JSON, and write it to `path` when given."""
+    print(json.dumps(result, indent=2))
+    if path:
+        with open(path, "w") as f:
+            json.dump(result, f, indent=2)
