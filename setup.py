@@ -118,9 +118,13 @@ setup(
     cmdclass={"build_ext": cpp_extension.BuildExtension.with_options(use_ninja=True)},
     install_requires=[
         f"torch=={_torch_public_version()}",
+        "matplotlib",
         "numpy",
         "pandas",
+        "pillow",
+        "pyarrow",
         "pyyaml",
+        "torchvision",
         "tqdm",
     ],
 )

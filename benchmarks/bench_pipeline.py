@@ -39,8 +39,19 @@ import numpy as np
 import torch
 
 from gaave_fast.data.arrays import ArrayDataset, load_cifar10_npz
-from gaave_fast.pipeline import (Pipeline, PipelineConfig, RemappedDataset, TrainConfig, accuracy, combine_k,
-                                 detection_metrics, fit, predict, roc_auc, snapshot)
+from gaave_fast.pipeline import (
+    Pipeline,
+    PipelineConfig,
+    RemappedDataset,
+    TrainConfig,
+    accuracy,
+    combine_k,
+    detection_metrics,
+    fit,
+    predict,
+    roc_auc,
+    snapshot,
+)
 
 SETTING = re.compile(r"^(c10n-worse|lt-(pair|sym)-(\d+))$")
 
@@ -72,7 +83,7 @@ def load_setting(data: Path, setting: str, train_size: int, lt_scale: float, see
 
 
 def base_config(a: argparse.Namespace) -> PipelineConfig:
-    t = dict(batch_size=a.batch_size, flip=a.augment, crop_padding=4 if a.augment else 0, progress=a.progress)
+    t = {"batch_size": a.batch_size, "flip": a.augment, "crop_padding": 4 if a.augment else 0, "progress": a.progress}
     return PipelineConfig(seed=a.seed, arch=a.arch, width=a.width, base=TrainConfig(epochs=a.base_epochs, **t),
                           gaave_epochs=a.gaave_epochs, eps=a.eps / 255, combine=a.combine, scan_backend=a.backend,
                           annotator=TrainConfig(epochs=a.epochs, **t),
@@ -95,8 +106,8 @@ def scores_from_snapshots(pipe: Pipeline) -> dict[str, np.ndarray]:
     n = pipe.labels.size
     cols = {f: np.full((pipe.config.gaave_epochs, n), np.nan) for f in ("k", "margin", "loss")}
     for s in scans.values():
-        for f in cols:
-            cols[f][:, s["index"]] = s[f]
+        for f, col in cols.items():
+            col[:, s["index"]] = s[f]
     k = combine_k(cols["k"], pipe.config.combine)
     return {"k (combined, margin ties)": ranked(-k, -cols["margin"].mean(0)), "k (combined)": -k,
             "k base model": ranked(-cols["k"][0], -cols["margin"][0]), "margin base model": -cols["margin"][0],
@@ -262,8 +273,8 @@ def print_pipeline(r: dict) -> None:
           f"tau {r['tau']}, base-model training accuracy {r['base_train_acc']}")
     print(f"{'noise detection':34s} {'prec':>6s} {'recall':>6s} {'F1':>6s} {'AUROC':>6s} {'flagged':>7s}")
     for name, d in r["detection"].items():
-        f = lambda k: f"{d[k]:6.3f}" if k in d else "     -"  # noqa: E731
-        print(f"{name:34s} {f('precision')} {f('recall')} {f('f1')} {f('auroc')} {d.get('flagged', ''):>7}")
+        cells = " ".join(f"{d[k]:6.3f}" if k in d else "     -" for k in ("precision", "recall", "f1", "auroc"))
+        print(f"{name:34s} {cells} {d.get('flagged', ''):>7}")
     print(f"relabel: {r['relabel']}")
     print(f"{'final model (test)':24s} {'acc':>6s} {'mca':>6s} {'train n':>8s}")
     for name, d in r["final"].items():

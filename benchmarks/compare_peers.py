@@ -31,7 +31,7 @@ The test set is a random ``--test-size`` subset of the CIFAR-10 test set (clean 
 
     python benchmarks/compare_peers.py --threads 2 --json peers.json
 
-Prints a table per dataset and, with ``--json``, writes every number and the settings.
+Prints a table per dataset, then every number and the settings as JSON (also written to ``--json``).
 """
 
 from __future__ import annotations
@@ -228,6 +228,7 @@ def print_tables(name: str, r: dict[str, Any]) -> None:
     for m, v in r["detection"].items():
         print(f"{m:28s} {v['precision']:6.3f} {v['recall']:6.3f} {v['f1']:6.3f} {v['auroc']:6.3f} {v['flagged']:7d} "
               f"{v['seconds']:7.1f}")
+    print(f"GAAVE relabels right: {r['detection']['GAAVE (k <= tau)']['relabels_right']:.3f}")
     print(f"{'final model':28s} {'acc':>6s} {'mca':>6s} {'time s':>7s}")
     for m, v in r["accuracy"].items():
         print(f"{m:28s} {v['accuracy']:6.3f} {v['mean_class_accuracy']:6.3f} {v['seconds']:7.1f}")
@@ -267,10 +268,11 @@ def main() -> None:
             print_tables(name, results[name])
     machine = {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
                "threads": a.threads, "device": a.device, "total_seconds": time.time() - started}
-    print(f"\nmachine: {machine}")
+    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items()}
+    text = json.dumps({"settings": settings, "machine": machine, "results": results}, indent=2)
+    print(f"\nmachine: {machine}\n\n{text}")
     if a.json:
-        settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items()}
-        a.json.write_text(json.dumps({"settings": settings, "machine": machine, "results": results}, indent=2))
+        a.json.write_text(text)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from gaave_fast.data import (
     validate,
 )
 from gaave_fast.ops import build_info, cuda_available
+from gaave_fast.pipeline import Pipeline, PipelineConfig, TrainConfig, detection_metrics
 from gaave_fast.result import ScanResult
 from gaave_fast.scan import scan
 
@@ -34,11 +35,15 @@ __all__ = [
     "DatasetFormatError",
     "DatasetNotFoundError",
     "FaceDataset",
+    "Pipeline",
+    "PipelineConfig",
     "ScanResult",
+    "TrainConfig",
     "__version__",
     "balanced_sampler",
     "build_info",
     "cuda_available",
+    "detection_metrics",
     "load_cifar10_npz",
     "load_fer2013_npz",
     "long_tail_indices",

@@ -1,0 +1,97 @@
+"""``gaave scan DATASET --model CHECKPOINT``: k per sample with an already trained model."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from gaave_fast.data import make_loader
+from gaave_fast.scan import scan
+
+from .common import CliError, non_negative_int, pixel_value, positive_int, set_threads
+from .datasets import SPEC_HELP, check_labels, class_names, open_dataset, parse_spec
+from .models import load_checkpoint, num_outputs
+
+HELP = "attack every sample with a trained model and write k per sample"
+EXAMPLE = ("example: gaave scan rafdb:/data/RAF-DB --model runs/raf/final_gaave/model.pt --out scan.parquet "
+           "--tau 2")
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Register the sub-command."""
+    p = sub.add_parser("scan", help=HELP, description=f"{HELP.capitalize()} (the ScanResult of gaave_fast.scan; "
+                       "columns in docs/outputs.md). The model is a TorchScript archive or a model.pt of a "
+                       "'gaave run' folder.", epilog=EXAMPLE)
+    p.add_argument("dataset", metavar="DATASET", help=SPEC_HELP)
+    p.add_argument("--model", required=True, type=Path, metavar="CHECKPOINT",
+                   help="TorchScript file, or RUN/<stage>/model.pt of a gaave run")
+    p.add_argument("--out", type=Path, default=Path("scan.csv"), metavar="FILE",
+                   help="result file: .csv, .parquet or .npz (default scan.csv)")
+    p.add_argument("--split", help="split to scan (default train)")
+    p.add_argument("--image-size", type=positive_int,
+                   help="input side in pixels (default: the run's, else the kind's default)")
+    p.add_argument("--eps", type=pixel_value, default=1 / 255, help="PGD radius in pixel units (default 1/255)")
+    p.add_argument("--alpha", type=pixel_value, help="PGD step (default eps/8)")
+    p.add_argument("--steps", type=positive_int, default=8, help="PGD steps S (default 8)")
+    p.add_argument("--tau", type=float, help="also report how many samples have k <= tau")
+    p.add_argument("--mean", type=float, nargs="+", help="per-channel mean if the model expects normalised input")
+    p.add_argument("--std", type=float, nargs="+", help="per-channel std, with --mean")
+    p.add_argument("--batch-size", type=positive_int, default=256, help="samples per batch (default 256)")
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
+    p.add_argument("--workers", type=non_negative_int, default=0, help="data-loading workers (default 0)")
+    p.add_argument("--loader", choices=("auto", "torch", "dali"), default="torch",
+                   help="decoding backend (default torch; dali decodes JPEGs on the GPU)")
+    p.add_argument("--backend", choices=("fused", "torch"), default="fused",
+                   help="attack step: the compiled fused op (default) or plain PyTorch")
+    p.add_argument("--checkpoint", type=Path, metavar="NPZ", help="progress file: a re-run resumes from it")
+    p.add_argument("--threads", type=positive_int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Scan and write the result; prints the most suspicious samples."""
+    set_threads(args.threads)
+    if args.out.suffix.lower() not in (".csv", ".parquet", ".npz"):
+        raise CliError(f"--out {args.out}: use a .csv, .parquet or .npz file name")
+    if (args.mean is None) != (args.std is None):
+        raise CliError("--mean and --std go together")
+    spec = parse_spec(args.dataset)
+    loaded = load_checkpoint(args.model)
+    data = open_dataset(spec, args.split, args.image_size or loaded.image_size)
+    classes = class_names(data)
+    outputs = num_outputs(loaded.model, _first_image(data))
+    check_labels(data, outputs, f"{spec} against the model's {outputs} outputs")
+    device = torch.device(args.device) if args.device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    loader = make_loader(data, args.loader, batch_size=args.batch_size, workers=args.workers, device="auto")
+    result = scan(loaded.model.to(device), loader, eps=args.eps, alpha=args.alpha, steps=args.steps, mean=args.mean,
+                  std=args.std, device=device, backend=args.backend, checkpoint=args.checkpoint,
+                  progress=args.progress, num_samples=len(loader.rows))
+    result.meta.update(dataset=str(spec), split=args.split, model=str(args.model))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    result.save(args.out)
+    print(f"{spec}: {len(result)} samples scanned ({len(loader.excluded)} broken files skipped), "
+          f"mean k {result.k.mean():.2f} of {args.steps + 1}; wrote {args.out}")
+    if args.tau is not None:
+        print(f"k <= {args.tau:g}: {len(result.noisy(args.tau))} samples")
+    paths = getattr(data, "paths", None)
+    for i in np.argsort(-result.score, kind="stable")[:10]:
+        idx = int(result.index[i])
+        where = paths[idx] if paths else f"sample {idx}"
+        print(f"  k {int(result.k[i])}  {classes[int(result.label[i])]} -> predicted "
+              f"{classes[int(result.pred[i])] if result.pred[i] < len(classes) else result.pred[i]}  {where}")
+    return 0
+
+
+def _first_image(data: Dataset) -> torch.Tensor:
+    # The first readable image tells the model's output width (broken files are skipped later).
+    for i in range(len(data)):
+        try:
+            return data[i][0]
+        except (OSError, ValueError):
+            continue
+    raise CliError("no image of the dataset can be read: run 'gaave validate' on it")

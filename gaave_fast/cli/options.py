@@ -1,0 +1,121 @@
+"""Pipeline options of ``gaave run``: command-line flags and config files to a PipelineConfig.
+
+Precedence: the PipelineConfig defaults, then ``--config FILE`` (YAML or JSON in the format
+``PipelineConfig.save`` writes, e.g. a run's ``config.yaml``), then each flag that is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from gaave_fast.pipeline import ABLATIONS, PipelineConfig
+from gaave_fast.pipeline.criterion import COMBINE_RULES, TAU_RULES
+from gaave_fast.pipeline.models import ARCHS
+
+from .common import CliError, non_negative_int, pixel_value, positive_int
+
+_TRAINERS = ("base", "annotator", "final")
+
+
+def add_pipeline_options(parser: argparse.ArgumentParser) -> None:
+    """Add the flags that set PipelineConfig fields (all default to "not given")."""
+    g = parser.add_argument_group("pipeline (override --config; see docs/pipeline.md)")
+    g.add_argument("--config", type=Path, metavar="FILE",
+                   help="PipelineConfig as YAML or JSON (a run's config.yaml works); flags override it")
+    g.add_argument("--arch", "--model", dest="arch", choices=ARCHS, help="network of every model (default resnet18)")
+    g.add_argument("--width", type=positive_int, help="base width of small_cnn")
+    g.add_argument("--eps", type=pixel_value, help="PGD radius in [0,1] pixel units, e.g. 1/255 (default)")
+    g.add_argument("--alpha", type=pixel_value, help="PGD step in pixel units (default eps/8)")
+    g.add_argument("--steps", type=positive_int, help="PGD steps S; k runs 0..S+1 (default 8)")
+    g.add_argument("--tau", type=float, help="threshold k <= tau for both subsets (default: chosen by --tau-rule)")
+    g.add_argument("--tau-head", type=float, help="threshold of the head subset")
+    g.add_argument("--tau-tail", type=float, help="threshold of the tail subset")
+    g.add_argument("--tau-rule", choices=TAU_RULES, help="automatic threshold: gmm (default) or fraction")
+    g.add_argument("--tau-fraction", type=float, help="share of each subset flagged with --tau-rule fraction")
+    g.add_argument("--combine", choices=COMBINE_RULES, help="how k is combined over the scans (default mean)")
+    g.add_argument("--base-epochs", type=non_negative_int, help="epochs T before the first scan (default 12)")
+    g.add_argument("--gaave-epochs", type=positive_int, help="scans T' (default 8)")
+    g.add_argument("--epochs", type=non_negative_int,
+                   help="epochs of the annotators, the final model and the baseline (default 30)")
+    g.add_argument("--batch-size", type=positive_int, help="training batch size of every model (default 128)")
+    g.add_argument("--lr", type=float, help="learning rate of every model (default 1e-3, Adam)")
+    g.add_argument("--scan-batch-size", type=positive_int, help="batch size of the attack (default 256)")
+    g.add_argument("--scan-backend", choices=("fused", "torch"), help="fused op or plain PyTorch step (default torch)")
+    g.add_argument("--ablation", choices=ABLATIONS, help="full (default), no_split or no_annotator")
+    g.add_argument("--head-classes", metavar="A,B,...",
+                   help="head classes by name or id (default: the automatic split)")
+    g.add_argument("--no-baseline", dest="baseline", action="store_false", default=None,
+                   help="skip the baseline trained on the raw labels")
+    g.add_argument("--seed", type=int, help="seed of every random choice (default 0)")
+    g.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
+    g.add_argument("--workers", type=non_negative_int, help="data-loading worker processes (default 0)")
+    g.add_argument("--progress", dest="progress", action="store_true", default=None, help="show progress bars")
+    g.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")
+
+
+def build_config(args: argparse.Namespace, classes: list[str], base: PipelineConfig | None = None) -> PipelineConfig:
+    """The PipelineConfig of ``args`` (see the module docstring for the precedence).
+
+    Args:
+        args: parsed flags of :func:`add_pipeline_options`.
+        classes: the dataset's class names (for ``--head-classes`` given by name).
+        base: defaults to start from instead of ``PipelineConfig()`` (the demo's settings).
+
+    Raises:
+        CliError: an unreadable config file or an invalid value, naming the field.
+    """
+    cfg = base.to_dict() if base is not None else PipelineConfig().to_dict()
+    if args.config is not None:
+        cfg = _load(args.config).to_dict()
+    direct = {"arch": args.arch, "width": args.width, "eps": args.eps, "alpha": args.alpha, "steps": args.steps,
+              "tau_rule": args.tau_rule, "tau_fraction": args.tau_fraction, "combine": args.combine,
+              "gaave_epochs": args.gaave_epochs, "scan_batch_size": args.scan_batch_size,
+              "scan_backend": args.scan_backend, "ablation": args.ablation, "baseline": args.baseline,
+              "seed": args.seed, "device": args.device}
+    cfg.update({k: v for k, v in direct.items() if v is not None})
+    if args.tau is not None:
+        cfg["tau_head"] = cfg["tau_tail"] = args.tau
+    for name in ("tau_head", "tau_tail"):
+        if getattr(args, name) is not None:
+            cfg[name] = getattr(args, name)
+    if args.head_classes is not None:
+        cfg["head_classes"] = parse_classes(args.head_classes, classes)
+    trained = {"batch_size": args.batch_size, "lr": args.lr, "num_workers": args.workers, "progress": args.progress}
+    for name in _TRAINERS:
+        cfg[name].update({k: v for k, v in trained.items() if v is not None})
+    if args.base_epochs is not None:
+        cfg["base"]["epochs"] = args.base_epochs
+    if args.epochs is not None:
+        cfg["annotator"]["epochs"] = cfg["final"]["epochs"] = args.epochs
+    try:
+        return PipelineConfig.from_dict(cfg)
+    except (TypeError, ValueError) as err:
+        raise CliError(f"invalid pipeline setting: {err}") from None
+
+
+def parse_classes(text: str, classes: list[str]) -> list[int]:
+    """``"happy,sad"`` or ``"3,4"`` to class ids of ``classes``.
+
+    Raises:
+        CliError: a name or id that is not a class.
+    """
+    out = []
+    for item in (t.strip() for t in text.split(",") if t.strip()):
+        if item in classes:
+            out.append(classes.index(item))
+        elif item.isdigit() and int(item) < len(classes):
+            out.append(int(item))
+        else:
+            raise CliError(f"--head-classes: {item!r} is not a class; classes are {classes}")
+    return out
+
+
+def _load(path: Path) -> PipelineConfig:
+    if not path.is_file():
+        raise CliError(f"config file not found: {path}")
+    try:
+        return PipelineConfig.load(path)
+    except Exception as err:  # YAML/JSON syntax errors and unknown keys alike: the file needs fixing
+        raise CliError(f"config file {path}: {type(err).__name__}: {err}") from None
+

@@ -1,0 +1,153 @@
+"""The pipeline's configuration: a dataclass saved as YAML or JSON beside the outputs."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from .criterion import COMBINE_RULES, TAU_RULES
+from .models import ARCHS
+from .train import TrainConfig
+
+ABLATIONS = ("full", "no_split", "no_annotator")
+
+
+def _base() -> TrainConfig:
+    # T = 10: the detection AUROC of every score peaks before the base model memorises the noisy
+    # labels (docs/pipeline.md, "Measurements").
+    return TrainConfig(epochs=10)
+
+
+@dataclass
+class PipelineConfig:
+    """Everything that determines a GAAVE run (with the seed, the outputs are reproducible).
+
+    Attributes:
+        seed: seeds the refactoring draw, model initialisation, epoch orders and augmentation.
+        ablation: ``"full"`` (the method), ``"no_split"`` (no splitting/refactoring: one model
+            and one scan on all classes; candidates are dropped since Eq. 5 needs both
+            annotators), ``"no_annotator"`` (split and scan, candidates dropped).
+        head_classes: head classes; None = the automatic rule of :mod:`.split`.
+        arch: ``"resnet18"`` or ``"small_cnn"`` (ignored when a ``make_model`` is passed).
+        width: base width of ``small_cnn``.
+        base: training of the base models; ``base.epochs`` is T, the epochs before the first scan.
+        gaave_epochs: T', the number of recorded scans: the first scans the base model, each
+            further one follows one more epoch of training (Algorithm 1).
+        eps, alpha, steps: the PGD attack (pixel units; alpha None = eps / 8).
+        scan_backend: ``gaave_fast.scan`` backend; ``"auto"`` = ``"fused"`` when built, else
+            ``"torch"`` (identical k). scan_batch_size: its batch size.
+        combine: how k is combined over the T' scans (:func:`.criterion.combine_k`).
+        tau_head, tau_tail: thresholds of ``k <= tau``; None = chosen by ``tau_rule``.
+        tau_rule: ``"gmm"`` or ``"fraction"`` (with ``tau_fraction``), see :mod:`.criterion`.
+        annotator: training of the two self-annotators.
+        final: training of the final model and of the baseline (same settings for both).
+        baseline: also train and evaluate the baseline on the raw labels.
+        device: None = CUDA if available, else CPU.
+        table_format: ``"csv"`` or ``"parquet"`` for the per-sample table.
+    """
+
+    seed: int = 0
+    ablation: str = "full"
+    head_classes: list[int] | None = None
+    arch: str = "resnet18"
+    width: int = 32
+    base: TrainConfig = field(default_factory=_base)
+    gaave_epochs: int = 8
+    eps: float = 1 / 255
+    alpha: float | None = None
+    steps: int = 8
+    scan_backend: str = "auto"
+    scan_batch_size: int = 256
+    combine: str = "mean"
+    tau_head: float | None = None
+    tau_tail: float | None = None
+    tau_rule: str = "gmm"
+    tau_fraction: float | None = None
+    annotator: TrainConfig = field(default_factory=TrainConfig)
+    final: TrainConfig = field(default_factory=TrainConfig)
+    baseline: bool = True
+    device: str | None = None
+    table_format: str = "csv"
+
+    def __post_init__(self) -> None:
+        for name in ("base", "annotator", "final"):
+            v = getattr(self, name)
+            if isinstance(v, dict):
+                unknown = sorted(set(v) - {f.name for f in fields(TrainConfig)})
+                if unknown:
+                    raise ValueError(f"unknown {name} (TrainConfig) keys: {unknown}")
+                setattr(self, name, TrainConfig(**v))
+            elif not isinstance(v, TrainConfig):
+                raise TypeError(f"{name} must be a TrainConfig or dict, got {type(v).__name__}")
+        if self.ablation not in ABLATIONS:
+            raise ValueError(f"ablation must be one of {ABLATIONS}, got {self.ablation!r}")
+        if self.arch not in ARCHS:
+            raise ValueError(f"arch must be one of {ARCHS}, got {self.arch!r}")
+        if self.gaave_epochs < 1:
+            raise ValueError(f"gaave_epochs must be >= 1 (the first scan is of the base model), got {self.gaave_epochs}")
+        if not self.eps > 0 or self.steps < 1:
+            raise ValueError(f"eps must be > 0 and steps >= 1, got eps={self.eps}, steps={self.steps}")
+        if self.alpha is not None and not self.alpha > 0:
+            raise ValueError(f"alpha must be > 0 or None, got {self.alpha}")
+        if self.scan_backend not in ("auto", "fused", "torch"):
+            raise ValueError(f"scan_backend must be 'auto', 'fused' or 'torch', got {self.scan_backend!r}")
+        if self.combine not in COMBINE_RULES:
+            raise ValueError(f"combine must be one of {COMBINE_RULES}, got {self.combine!r}")
+        if self.tau_rule not in TAU_RULES:
+            raise ValueError(f"tau_rule must be one of {TAU_RULES}, got {self.tau_rule!r}")
+        if self.tau_rule == "fraction" and (self.tau_fraction is None or not 0 <= self.tau_fraction <= 1):
+            raise ValueError(f"tau_fraction must be in [0, 1] with tau_rule='fraction', got {self.tau_fraction}")
+        if self.table_format not in ("csv", "parquet"):
+            raise ValueError(f"table_format must be 'csv' or 'parquet', got {self.table_format!r}")
+        if self.head_classes is not None:
+            self.head_classes = [int(c) for c in self.head_classes]
+
+    @property
+    def splits(self) -> bool:
+        """Whether the classes are split into head and tail subsets."""
+        return self.ablation != "no_split"
+
+    @property
+    def relabels(self) -> bool:
+        """Whether candidates are relabelled by the self-annotators (else dropped)."""
+        return self.ablation == "full"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (JSON/YAML-ready)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> PipelineConfig:
+        """Inverse of :meth:`to_dict`; unknown keys are an error."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown PipelineConfig keys: {unknown}")
+        return cls(**d)
+
+    def save(self, path: str | Path) -> None:
+        """Write to ``path``: YAML for ``.yaml``/``.yml``, else JSON."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.suffix in (".yaml", ".yml"):
+            import yaml
+
+            text = yaml.safe_dump(self.to_dict(), sort_keys=False)
+        else:
+            text = json.dumps(self.to_dict(), indent=2)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> PipelineConfig:
+        """Read a file written by :meth:`save`."""
+        path = Path(path)
+        text = path.read_text()
+        if path.suffix in (".yaml", ".yml"):
+            import yaml
+
+            return cls.from_dict(yaml.safe_load(text))
+        return cls.from_dict(json.loads(text))

@@ -1,0 +1,165 @@
+"""GAAVE criterion (step 5): combine k over the recorded epochs and pick the threshold tau.
+
+Combining (``combine``): ``"mean"`` (default) averages k over the T' recorded epochs, so a
+sample that resists the attack only late in training (when it has been memorised) still scores
+low; ``"last"`` takes the final epoch, ``"min"`` the smallest, ``"median"`` the median.
+
+Automatic tau (``rule``):
+
+* ``"gmm"`` (default): fit a two-component 1-D Gaussian mixture with one shared variance to
+  the combined k by EM (deterministic start at the 10% / 90% quantiles). tau is the largest
+  observed k value, not above the upper mean, at which the posterior of the lower component is
+  >= 0.5, i.e. the Bayes decision boundary between "noisy" (low k) and "clean" (high k). The
+  variance is shared because clean samples pile up at k = S+1: with a free variance that spike
+  becomes a near-zero-width component and everything below it is called noisy (measured on the
+  synthetic test problem: 62% flagged at a 29% noise rate). When the components do not separate
+  (means less than two standard deviations apart, Ashman's D < 2: the mixture is then not
+  bimodal) tau = -1 and nothing is flagged; on the synthetic test problem D is 4.3-4.9.
+* ``"fraction"``: tau is the ``fraction`` quantile of k (for a known or assumed noise rate).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+COMBINE_RULES = ("mean", "last", "min", "median")
+TAU_RULES = ("gmm", "fraction")
+
+
+def combine_k(k_epochs: np.ndarray, how: str = "mean") -> np.ndarray:
+    """Combine per-epoch attack counts into one score per sample.
+
+    Args:
+        k_epochs: [E, n] k of each sample after each of the E recorded epochs (E >= 1).
+        how: one of ``"mean"``, ``"last"``, ``"min"``, ``"median"``.
+
+    Returns:
+        float64 [n], in the units of k (0..S+1).
+    """
+    k = np.asarray(k_epochs, dtype=np.float64)
+    if k.ndim != 2 or k.shape[0] == 0:
+        raise ValueError(f"k_epochs must have shape [E>=1, n], got {k.shape}")
+    if how == "mean":
+        return k.mean(axis=0)
+    if how == "last":
+        return k[-1].copy()
+    if how == "min":
+        return k.min(axis=0)
+    if how == "median":
+        return np.median(k, axis=0)
+    raise ValueError(f"combine must be one of {COMBINE_RULES}, got {how!r}")
+
+
+@dataclass(frozen=True)
+class GaussianMixture1D:
+    """Two-component 1-D Gaussian mixture; component 0 has the lower mean."""
+
+    weights: tuple[float, float]
+    means: tuple[float, float]
+    stds: tuple[float, float]
+
+    def posterior_low(self, x: np.ndarray) -> np.ndarray:
+        """P(component 0 | x) for each x."""
+        x = np.asarray(x, dtype=np.float64)[:, None]
+        w, m, s = (np.asarray(v)[None, :] for v in (self.weights, self.means, self.stds))
+        logp = np.log(w) - np.log(s) - 0.5 * ((x - m) / s) ** 2
+        logp -= logp.max(axis=1, keepdims=True)
+        p = np.exp(logp)
+        return p[:, 0] / p.sum(axis=1)
+
+
+def fit_gmm(x: np.ndarray, tied: bool = True, iters: int = 200, tol: float = 1e-8) -> GaussianMixture1D:
+    """Fit a two-component 1-D Gaussian mixture by EM.
+
+    Args:
+        x: [n] values (n >= 2).
+        tied: one variance shared by both components (what :func:`select_tau` uses); else one
+            each. Variances are floored at ``(range / 100)^2``.
+        iters: maximum EM iterations.
+        tol: stop when the mean log-likelihood gains less than this.
+    """
+    x = np.asarray(x, dtype=np.float64).ravel()
+    if x.size < 2:
+        raise ValueError(f"x needs at least 2 values, got {x.size}")
+    floor = max(float(x.max() - x.min()) / 100.0, 1e-6)
+    m = np.array([np.quantile(x, 0.1), np.quantile(x, 0.9)])
+    if m[1] - m[0] < floor:
+        m = np.array([x.min(), x.max()])
+    s = np.full(2, max(x.std(), floor))
+    w = np.array([0.5, 0.5])
+    prev = -np.inf
+    for _ in range(iters):
+        logp = np.log(w) - np.log(s) - 0.5 * ((x[:, None] - m) / s) ** 2
+        top = logp.max(axis=1, keepdims=True)
+        ll = float(np.mean(top[:, 0] + np.log(np.exp(logp - top).sum(axis=1))))
+        r = np.exp(logp - top)
+        r /= r.sum(axis=1, keepdims=True)
+        nk = r.sum(axis=0) + 1e-12
+        w = np.clip(nk / x.size, 1e-6, None)
+        w /= w.sum()
+        m = (r * x[:, None]).sum(axis=0) / nk
+        ss = (r * (x[:, None] - m) ** 2).sum(axis=0)
+        var = np.full(2, ss.sum() / x.size) if tied else ss / nk
+        s = np.sqrt(np.maximum(var, floor**2))
+        if ll - prev < tol:
+            break
+        prev = ll
+    o = np.argsort(m)
+    return GaussianMixture1D(tuple(w[o]), tuple(m[o]), tuple(s[o]))
+
+
+@dataclass(frozen=True)
+class TauChoice:
+    """A chosen threshold and how it was chosen (for the run's report)."""
+
+    tau: float
+    rule: str
+    flagged: int
+    total: int
+    gmm: GaussianMixture1D | None = None
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict."""
+        d = {"tau": self.tau, "rule": self.rule, "flagged": self.flagged, "total": self.total,
+             "flagged_fraction": self.flagged / max(self.total, 1)}
+        if self.gmm is not None:
+            d["gmm"] = {"weights": list(self.gmm.weights), "means": list(self.gmm.means),
+                        "stds": list(self.gmm.stds)}
+        return d
+
+
+def select_tau(k: np.ndarray, rule: str = "gmm", fraction: float | None = None) -> TauChoice:
+    """Choose tau for the criterion ``k <= tau`` (see the module docstring for the rules).
+
+    Args:
+        k: [n] combined k of the samples of one subset (float, units of k).
+        rule: ``"gmm"`` or ``"fraction"``.
+        fraction: for ``"fraction"``, the share of samples to flag, in [0, 1].
+
+    Returns:
+        The :class:`TauChoice`; ``tau`` is one of the observed k values (or -1 for none).
+    """
+    k = np.asarray(k, dtype=np.float64).ravel()
+    if k.size == 0:
+        return TauChoice(-1.0, rule, 0, 0)
+    if rule == "fraction":
+        if fraction is None or not 0.0 <= fraction <= 1.0:
+            raise ValueError(f"fraction must be in [0, 1] for rule='fraction', got {fraction}")
+        if fraction == 0.0:
+            return TauChoice(-1.0, rule, 0, k.size)
+        tau = float(np.quantile(k, fraction, method="inverted_cdf"))
+        return TauChoice(tau, rule, int((k <= tau).sum()), k.size)
+    if rule != "gmm":
+        raise ValueError(f"rule must be one of {TAU_RULES}, got {rule!r}")
+    if np.unique(k).size < 2:
+        return TauChoice(-1.0, rule, 0, k.size)
+    g = fit_gmm(k, tied=True)
+    if g.means[1] - g.means[0] < 2.0 * g.stds[0]:
+        return TauChoice(-1.0, rule, 0, k.size, g)
+    values = np.unique(k)
+    values = values[values <= g.means[1]]
+    low = values[g.posterior_low(values) >= 0.5]
+    tau = float(low.max()) if low.size else -1.0
+    return TauChoice(tau, rule, int((k <= tau).sum()), k.size, g)
