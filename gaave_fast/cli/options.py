@@ -34,14 +34,15 @@ def add_pipeline_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--tau-rule", choices=TAU_RULES, help="automatic threshold: gmm (default) or fraction")
     g.add_argument("--tau-fraction", type=float, help="share of each subset flagged with --tau-rule fraction")
     g.add_argument("--combine", choices=COMBINE_RULES, help="how k is combined over the scans (default mean)")
-    g.add_argument("--base-epochs", type=non_negative_int, help="epochs T before the first scan (default 12)")
+    g.add_argument("--base-epochs", type=non_negative_int, help="epochs T before the first scan (default 10)")
     g.add_argument("--gaave-epochs", type=positive_int, help="scans T' (default 8)")
     g.add_argument("--epochs", type=non_negative_int,
                    help="epochs of the annotators, the final model and the baseline (default 30)")
     g.add_argument("--batch-size", type=positive_int, help="training batch size of every model (default 128)")
     g.add_argument("--lr", type=float, help="learning rate of every model (default 1e-3, Adam)")
     g.add_argument("--scan-batch-size", type=positive_int, help="batch size of the attack (default 256)")
-    g.add_argument("--scan-backend", choices=("fused", "torch"), help="fused op or plain PyTorch step (default torch)")
+    g.add_argument("--scan-backend", choices=("auto", "fused", "torch"),
+                   help="fused op, plain PyTorch step, or auto (default: fused when built)")
     g.add_argument("--ablation", choices=ABLATIONS, help="full (default), no_split or no_annotator")
     g.add_argument("--head-classes", metavar="A,B,...",
                    help="head classes by name or id (default: the automatic split)")
