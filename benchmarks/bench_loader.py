@@ -32,6 +32,8 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from gaave_fast.data import dali_available, make_loader, read_image_folder, read_manifest  # noqa: E402
 
+from common import machine_name  # noqa: E402
+
 
 def write_cifar(npz: Path, n: int, out: Path) -> Path:
     """The first n CIFAR-10 JPEG files, bytes unchanged, as ``out/<label>/<i>.jpg``."""
@@ -88,20 +90,15 @@ def time_loader(dataset, backend: str, device: str, args) -> dict:
         t = time.perf_counter()
         assert epoch() == seen == len(dataset)
         times.append(time.perf_counter() - t)
-    del loader
     return {"backend": backend, "device": device, "images": seen, "build_s": round(built, 3),
             "first_epoch_s": round(first, 3), "epoch_s": [round(t, 3) for t in times],
             "images_per_s": round(seen / float(np.mean(times)), 1)}
 
 
 def machine() -> dict:
-    cpu = platform.processor()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    info = {"cpu": cpu, "cpus": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
-            "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
+    info = {"cpu": machine_name(torch.device("cpu")), "cpus": os.cpu_count(), "python": platform.python_version(),
+            "torch": torch.__version__,
+            "gpu": machine_name(torch.device("cuda")) if torch.cuda.is_available() else None}
     if dali_available():
         import nvidia.dali
 

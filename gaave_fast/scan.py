@@ -205,7 +205,7 @@ class _Attack:
             try:
                 graph = self._graphs[key] = _Graph(self, x0, labels, label_max)
             except RuntimeError as err:  # capture unsupported for this model: run eagerly
-                warnings.warn(f"CUDA graph capture failed ({err}); scanning this batch shape eagerly")
+                warnings.warn(f"CUDA graph capture failed ({err}); scanning this batch shape eagerly", stacklevel=3)
                 self._graphs[key] = graph = None  # type: ignore[assignment]
         if graph is None:
             return self.run(x0, labels, label_max)
