@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import glob
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -74,6 +75,27 @@ def _cuda_library_includes() -> list[str]:
     return found
 
 
+def _shared_libstdcxx() -> list[str]:
+    """Link flags that make the extension use the shared libstdc++ torch itself loads.
+
+    A compiler whose search path finds libstdc++.a before libstdc++.so (seen on a
+    GPU image whose g++ wrapper adds its own -B folders) links a private copy of
+    the C++ streams into the extension. That copy's locale is never initialised,
+    so the first error message that formatted a number crashed the process
+    (torch 2.11) or came out cut short (torch 2.14). Naming the shared object
+    before the compiler's implicit -lstdc++ leaves the archive nothing to resolve.
+    """
+    if not sys.platform.startswith("linux"):
+        return []
+    cxx = os.environ.get("CXX", "c++")
+    try:
+        found = subprocess.run([cxx, "-print-file-name=libstdc++.so.6"], capture_output=True, text=True,
+                               check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return []
+    return ["-l:libstdc++.so.6"] if os.path.isabs(found) and os.path.exists(found) else []
+
+
 def _torch_public_version() -> str:
     return torch.__version__.split("+")[0]
 
@@ -84,6 +106,7 @@ def extensions() -> list:
     cxx = ["-O3", "-fopenmp", "-fno-math-errno"]
     nvcc = ["-O3", "-lineinfo"]
     macros = [("GAAVE_FAST_TORCH_VERSION", f'"{torch.__version__}"')]
+    link = ["-fopenmp", *_shared_libstdcxx()]
     if not with_cuda:
         return [
             cpp_extension.CppExtension(
@@ -91,7 +114,7 @@ def extensions() -> list:
                 sources,
                 define_macros=macros,
                 extra_compile_args={"cxx": cxx},
-                extra_link_args=["-fopenmp"],
+                extra_link_args=link,
             )
         ]
     if not os.environ.get("TORCH_CUDA_ARCH_LIST") and not torch.cuda.is_available():
@@ -107,7 +130,7 @@ def extensions() -> list:
             sources + sorted(glob.glob("csrc/cuda/*.cu")),
             define_macros=macros,
             extra_compile_args={"cxx": cxx, "nvcc": nvcc},
-            extra_link_args=["-fopenmp"],
+            extra_link_args=link,
         )
     ]
 

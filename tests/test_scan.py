@@ -108,9 +108,12 @@ def linear_case(steps: int, alpha: float, ball_steps: int, mean=None, std=None):
         def __init__(self):
             super().__init__()
             self.lin = lin
+            # Buffers, so that .cuda() moves them with the weights.
+            self.register_buffer("mean", m)
+            self.register_buffer("std", s)
 
         def forward(self, x):  # takes normalized images, classifies in pixel space
-            return self.lin((x * s + m).flatten(1))
+            return self.lin((x * self.std + self.mean).flatten(1))
 
     bound = min(steps, ball_steps)
     expected_k = torch.where(crossing > bound, steps + 1, crossing).numpy()
