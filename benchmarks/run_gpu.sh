@@ -4,16 +4,16 @@
 #
 #   OUT=gpu_out BUDGET=420 bash benchmarks/run_gpu.sh
 #
-# One log per stage lands in $OUT (default ./gpu_out); the benchmarks print their JSON into it. Each stage gets what is left of
-# BUDGET seconds (capped per stage) so that a slow build cannot cost the benchmarks
-# their results; a stage with too little time left is skipped and says so.
+# One log per stage lands in $OUT (default ./gpu_out); the benchmarks print their JSON
+# into it. Each stage gets what is left of BUDGET seconds (capped per stage) so that a
+# slow build cannot cost the benchmarks their results; a stage with too little time
+# left is skipped and says so. CUDA_HOME is found by setup.py (default /usr/local/cuda).
 # Wheels of missing pure-Python packages (torchattacks) may sit in .whl/.
 set -u
 OUT="${OUT:-$PWD/gpu_out}"
 BUDGET="${BUDGET:-420}"
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-9.0}" MAX_JOBS="${MAX_JOBS:-16}"
-export CUDA_HOME="${CUDA_HOME:-$(dirname "$(dirname "$(command -v nvcc)")")}"
 START=$SECONDS
 
 stage() {  # stage NAME CAP command...: run with min(CAP, time left) seconds, log to $OUT/NAME.log
