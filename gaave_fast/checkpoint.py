@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from gaave_fast import files
 from gaave_fast.result import COLUMNS
 
 
@@ -64,10 +65,4 @@ class ScanCheckpoint:
 
     def save(self, columns: dict[str, np.ndarray]) -> None:
         """Write atomically: a crash mid-write leaves the previous checkpoint intact."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        with open(tmp, "wb") as f:
-            np.savez(f, fingerprint=np.array(json.dumps(self.fingerprint)), **columns)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+        files.write_npz(self.path, fingerprint=np.array(json.dumps(self.fingerprint)), **columns)

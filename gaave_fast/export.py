@@ -29,12 +29,14 @@ csv           the manifest under its own name: new labels (ids or names, as the 
 from __future__ import annotations
 
 import csv
-import os
+import io
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from gaave_fast import files
 
 STATUSES = ("clean", "relabeled", "discarded")
 CHANGES_COLUMNS = ("row", "path", "old_label", "new_label", "status")
@@ -119,7 +121,7 @@ def _rafdb(root: Path, table: pd.DataFrame, classes: list[str], out: Path, split
         elif r.status == "discarded":
             drop.add(r.row)
     path = out / "EmoLabel" / "list_patition_label.txt"
-    _write_text(path, "".join(f"{line}\n" for i, line in enumerate(lines) if i not in drop))
+    files.write_text(path, "".join(f"{line}\n" for i, line in enumerate(lines) if i not in drop))
     _link(out / "Image", root / "Image")
     return path
 
@@ -176,10 +178,9 @@ def _affectnet(root: Path, table: pd.DataFrame, classes: list[str], out: Path, s
         elif r.status == "discarded":
             rows[line][6] = _AFFECTNET_UNCERTAIN
     path = out / name
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as f:
-        csv.writer(f, lineterminator="\n").writerows(rows)
-    os.replace(tmp, path)
+    text = io.StringIO()
+    csv.writer(text, lineterminator="\n").writerows(rows)
+    files.write_text(path, text.getvalue())
     _link(out / "Manually_Annotated_Images", images)
     return path
 
@@ -271,17 +272,8 @@ def _link(link: Path, target: Path) -> None:
             pass
 
 
-def _write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _write_frame(frame: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    frame.to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    files.write_with(path, lambda tmp: frame.to_csv(tmp, index=False))
 
 
 __all__ = ["CHANGES_COLUMNS", "STATUSES", "change_list", "export_cleaned"]

@@ -21,6 +21,21 @@ _DTYPES = {
 }
 
 
+def suspicion_score(k: np.ndarray, margin: np.ndarray) -> np.ndarray:
+    """Suspicion score of each sample (float64 [N]); higher = more likely mislabeled.
+
+    -(k + sigmoid(margin)): ordered by k first (k may be a mean over scans), and among equal k
+    by the clean logit margin (a sample the model barely assigns to its label ranks higher).
+
+    Args:
+        k: [N] attack counts (int, or float when combined over scans).
+        margin: [N] clean logit of the label minus the largest other logit.
+    """
+    k = np.asarray(k, dtype=np.float64)
+    margin = np.asarray(margin, dtype=np.float64)
+    return -(k + 1.0 / (1.0 + np.exp(-margin)))
+
+
 @dataclass
 class ScanResult:
     """Per-sample scan results, as numpy arrays of length N sorted by dataset index.
@@ -76,10 +91,9 @@ class ScanResult:
     def score(self) -> np.ndarray:
         """Suspicion score (float64 [N]); higher = more likely mislabeled.
 
-        -(k + sigmoid(margin)): ordered by k first, and among equal k by the clean
-        logit margin (a sample the model barely assigns to its label ranks higher).
+        See :func:`suspicion_score`.
         """
-        return -(self.k.astype(np.float64) + 1.0 / (1.0 + np.exp(-self.margin.astype(np.float64))))
+        return suspicion_score(self.k, self.margin)
 
     def noisy(self, tau: int) -> np.ndarray:
         """Dataset indices of the noise candidates, k <= tau (int64, ascending)."""

@@ -28,8 +28,10 @@ import torch
 import torch.nn.functional as F
 
 from gaave_fast import ops
+from gaave_fast.attack import EPS, STEPS, default_alpha
 from gaave_fast.batches import parse_batch, refuses_positions
 from gaave_fast.checkpoint import ScanCheckpoint, model_fingerprint
+from gaave_fast.distributed import rank_world
 from gaave_fast.result import COLUMNS, ScanResult
 
 __all__ = ["scan"]
@@ -46,9 +48,9 @@ def scan(
     model: torch.nn.Module,
     loader: Iterable,
     *,
-    eps: float = 1 / 255,
+    eps: float = EPS,
     alpha: float | None = None,
-    steps: int = 8,
+    steps: int = STEPS,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
     device: torch.device | str | None = None,
@@ -98,7 +100,7 @@ def scan(
         A :class:`ScanResult` sorted by dataset index. Under torch.distributed every
         rank returns the complete result gathered from all ranks.
     """
-    alpha = eps / 8 if alpha is None else alpha
+    alpha = default_alpha(eps, alpha)
     if not isinstance(steps, int) or steps < 0:
         raise ValueError(f"steps must be a non-negative int, got {steps!r}")
     if not (eps >= 0 and alpha >= 0):
@@ -118,7 +120,7 @@ def scan(
     if channels_last is None:
         channels_last = device.type == "cuda"
 
-    rank, world = _distributed_rank_world()
+    rank, world = rank_world()
     settings = dict(eps=float(eps), alpha=float(alpha), steps=steps,
                     mean=None if mean is None else [float(v) for v in mean],
                     std=None if std is None else [float(v) for v in std],
@@ -446,12 +448,6 @@ def _progress(total: int | None, enabled: bool, initial: int):
 
     return tqdm(total=total, initial=initial, unit="img", desc="GAAVE scan", disable=not enabled,
                 dynamic_ncols=True, smoothing=0.1)
-
-
-def _distributed_rank_world() -> tuple[int, int]:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
 
 
 def _gather(local: ScanResult) -> ScanResult:

@@ -264,7 +264,7 @@ def test_rerun_is_a_no_op_and_other_data_is_refused(faces, finished, tmp_path, c
 
 def test_killed_run_resumes_to_the_same_outputs(faces, finished, tmp_path):
     out = tmp_path / "run"
-    marker = out / "gaave_head" / "snap_000.npz"
+    marker = out / "record_head" / "snap_000.npz"
     cmd = [sys.executable, "-m", "gaave_fast.cli", *run_args(faces, out), "--no-report"]
     proc = subprocess.Popen(cmd, env=scan_fixture.child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 120

@@ -1,5 +1,5 @@
 """Two CPU processes under torchrun (gloo): DDP training keeps the ranks in step, rank 0 writes the
-checkpoint, and a distributed GAAVE snapshot equals a single-process snapshot of the same model."""
+checkpoint, and a distributed GAAVE scan of a subset equals a single-process scan of the same model."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import numpy as np
 import scan_fixture
 import torch
 
-from gaave_fast.pipeline import RemappedDataset, load_model, snapshot
+from gaave_fast.pipeline import RemappedDataset, load_model, scan_subset
 
 TESTS = Path(__file__).resolve().parent
 
@@ -21,7 +21,7 @@ import sys
 sys.path.insert(0, {tests!r})
 import numpy as np, torch, torch.distributed as dist
 from test_pipeline_distributed import data, model
-from gaave_fast.pipeline import RemappedDataset, TrainConfig, fit, save_model, snapshot
+from gaave_fast.pipeline import RemappedDataset, TrainConfig, fit, save_model, scan_subset
 
 dist.init_process_group("gloo")
 torch.set_num_threads(1)
@@ -31,7 +31,7 @@ cfg = TrainConfig(epochs=2, batch_size=8, crop_padding=1, progress=False)
 res = fit(model(), items, labels, cfg, seed=3, device="cpu", checkpoint={ckpt!r})
 save_model(res.model, {out!r}.format(rank=rank))
 view = RemappedDataset(items, np.arange(len(items)), labels)
-snap = snapshot(res.model, view, eps=4 / 255, alpha=None, steps=4, batch_size=8, device="cpu")
+snap = scan_subset(res.model, view, eps=4 / 255, alpha=None, steps=4, batch_size=8, device="cpu")
 np.savez({snap!r}.format(rank=rank), **snap)
 dist.destroy_process_group()
 """
@@ -67,7 +67,7 @@ def test_two_gloo_ranks(tmp_path):
     assert state["epoch"] == 2 and len(state["history"]) == 2
 
     items, labels = data()
-    single = snapshot(m0, RemappedDataset(items, np.arange(len(items)), labels), eps=4 / 255, alpha=None, steps=4,
+    single = scan_subset(m0, RemappedDataset(items, np.arange(len(items)), labels), eps=4 / 255, alpha=None, steps=4,
                       batch_size=8, device="cpu")
     for r in (0, 1):
         got = np.load(snap.format(rank=r))

@@ -81,7 +81,8 @@ def test_outputs(problem, full_run):
     out, report = full_run
     assert PipelineConfig.load(out / "config.yaml") == config()
     df = pd.read_csv(out / "samples.csv")
-    assert list(df.columns[:4]) == ["index", "label", "subset", "k_e0"] and len(df) == len(train)
+    assert list(df.columns[:6]) == ["index", "row", "label", "label_name", "subset", "k_e0"] and len(df) == len(train)
+    assert list(df.columns[-7:]) == ["loss", "k", "score", "candidate", "new_label", "new_label_name", "status"]
     np.testing.assert_array_equal(df["label"], train.labels)
     k_cols = df[[f"k_e{j}" for j in range(8)]].to_numpy()
     np.testing.assert_allclose(df["k"], k_cols.mean(1))  # the default combine rule
@@ -95,7 +96,7 @@ def test_outputs(problem, full_run):
     assert json.loads((out / "metrics.json").read_text())["baseline"] == report["baseline"]
     sd = torch.load(out / "final_gaave" / "model.pt", weights_only=True)
     assert all(isinstance(v, torch.Tensor) for v in sd.values())
-    stages = {"split", "base:head", "base:tail", "gaave:head", "gaave:tail", "criterion", "annotate", "final:gaave",
+    stages = {"split", "base:head", "base:tail", "record:head", "record:tail", "criterion", "annotate", "final:gaave",
               "baseline"}
     assert stages <= set(report["timings"]) and all(report["timings"][s] > 0 for s in stages)
     # Outputs are keyed by position: a run on other data in the same folder is refused.
@@ -108,7 +109,7 @@ def test_resume_after_interruption_and_restart_from_stage(problem, full_run, tmp
     train, test, _, _ = problem
     out_a, report_a = full_run
     calls = {"n": 0}
-    real = run_mod.snapshot
+    real = run_mod.scan_subset
 
     def dying(*a, **kw):
         calls["n"] += 1
@@ -116,11 +117,11 @@ def test_resume_after_interruption_and_restart_from_stage(problem, full_run, tmp
             raise KeyboardInterrupt
         return real(*a, **kw)
 
-    monkeypatch.setattr(run_mod, "snapshot", dying)
+    monkeypatch.setattr(run_mod, "scan_subset", dying)
     with pytest.raises(KeyboardInterrupt):
         Pipeline(config(), train, tmp_path, test_set=test).run()
-    assert (tmp_path / "gaave_head" / "done.json").exists() and not (tmp_path / "gaave_tail" / "done.json").exists()
-    monkeypatch.setattr(run_mod, "snapshot", real)
+    assert (tmp_path / "record_head" / "done.json").exists() and not (tmp_path / "record_tail" / "done.json").exists()
+    monkeypatch.setattr(run_mod, "scan_subset", real)
     report_b = Pipeline(config(), train, tmp_path, test_set=test).run()
     pd.testing.assert_frame_equal(pd.read_csv(out_a / "samples.csv"), pd.read_csv(tmp_path / "samples.csv"))
     assert report_b["final_gaave"] == report_a["final_gaave"]
@@ -139,7 +140,7 @@ def test_ablations(problem, full_run, tmp_path):
     train, test, _, noisy = problem
     out, _ = full_run
     pipe = Pipeline(config(), train, out, test_set=test)
-    drop = pipe.train_final("drop")
+    drop = pipe.retrain("drop")
     cand = pd.read_csv(out / "samples.csv")["candidate"].to_numpy()
     assert drop["train_samples"] == (~cand).sum()
     report = Pipeline(config(ablation="no_split", baseline=False), train, tmp_path, test_set=test).run()

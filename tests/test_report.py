@@ -151,15 +151,12 @@ def test_transition_and_class_numbers(run_dir):
     np.testing.assert_array_equal(np.array([r[1:] for r in shown[1:]], dtype=int), m)
 
 
-def test_stage_timings_skip_pauses_between_sessions(run_dir):
-    for rel, t in (("split/split.json", 1000), ("base_head/metrics.json", 1010), ("criterion.json", 5030)):
-        (run_dir / rel).parent.mkdir(parents=True, exist_ok=True)
-        (run_dir / rel).write_text("{}")
-        os.utime(run_dir / rel, (t, t))
-    record = json.loads((run_dir / "run.json").read_text())
-    record["sessions"] = [{"started_unix": 995.0}, {"started_unix": 5000.0}]  # killed after base, resumed later
-    (run_dir / "run.json").write_text(json.dumps(record))
-    assert stage_timings(load_run(run_dir)) == [("split", 5.0), ("base head", 10.0), ("criterion", 30.0)]
+def test_stage_timings_from_the_run_in_run_order(run_dir):
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics["timings"] = {"criterion": 30.0, "split": 5.0, "base:head": 10.0, "record:head": 7.5}
+    (run_dir / "metrics.json").write_text(json.dumps(metrics))
+    assert stage_timings(load_run(run_dir)) == [("split", 5.0), ("base head", 10.0), ("GAAVE scans head", 7.5),
+                                               ("criterion", 30.0)]
 
 
 def test_truth_file(run_dir, tmp_path):

@@ -10,8 +10,10 @@ from typing import Any
 
 from gaave_fast.pipeline import STAGES
 
+from gaave_fast.data.describe import dataset_classes
+
 from .common import CliError, non_negative_int, positive_int, set_threads
-from .datasets import SPEC_HELP, DatasetSpec, class_names, open_dataset, parse_spec
+from .datasets import SPEC_HELP, DatasetSpec, open_dataset, parse_spec
 from .options import add_pipeline_options, build_config
 from .runner import RunRequest, execute_run
 
@@ -83,4 +85,4 @@ def print_summary(s: dict[str, Any]) -> None:
 def _classes(spec: DatasetSpec, args: argparse.Namespace) -> list[str]:
     if args.head_classes is None:
         return []
-    return class_names(open_dataset(spec, args.split, args.image_size, args.affectnet_classes))
+    return dataset_classes(open_dataset(spec, args.split, args.image_size, args.affectnet_classes))

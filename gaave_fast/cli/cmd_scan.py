@@ -9,11 +9,14 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from gaave_fast import attack
 from gaave_fast.data import make_loader
 from gaave_fast.scan import scan
 
+from gaave_fast.data.describe import dataset_classes
+
 from .common import CliError, non_negative_int, pixel_value, positive_int, set_threads
-from .datasets import SPEC_HELP, check_labels, class_names, open_dataset, parse_spec
+from .datasets import SPEC_HELP, check_labels, open_dataset, parse_spec
 from .models import load_checkpoint, num_outputs
 
 HELP = "attack every sample with a trained model and write k per sample"
@@ -34,9 +37,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", help="split to scan (default train)")
     p.add_argument("--image-size", type=positive_int,
                    help="input side in pixels (default: the run's, else the kind's default)")
-    p.add_argument("--eps", type=pixel_value, default=1 / 255, help="PGD radius in pixel units (default 1/255)")
+    p.add_argument("--eps", type=pixel_value, default=attack.EPS, help="PGD radius in pixel units (default 1/255)")
     p.add_argument("--alpha", type=pixel_value, help="PGD step (default eps/8)")
-    p.add_argument("--steps", type=positive_int, default=8, help="PGD steps S (default 8)")
+    p.add_argument("--steps", type=positive_int, default=attack.STEPS, help=f"PGD steps S (default {attack.STEPS})")
     p.add_argument("--tau", type=float, help="also report how many samples have k <= tau")
     p.add_argument("--mean", type=float, nargs="+", help="per-channel mean if the model expects normalised input")
     p.add_argument("--std", type=float, nargs="+", help="per-channel std, with --mean")
@@ -63,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     spec = parse_spec(args.dataset)
     loaded = load_checkpoint(args.model)
     data = open_dataset(spec, args.split, args.image_size or loaded.image_size)
-    classes = class_names(data)
+    classes = dataset_classes(data)
     outputs = num_outputs(loaded.model, _first_image(data))
     check_labels(data, outputs, f"{spec} against the model's {outputs} outputs")
     device = torch.device(args.device) if args.device else torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 from fractions import Fraction
-from pathlib import Path
-from typing import Any, NoReturn
+from typing import NoReturn
 
 USAGE_ERROR = 2  # exit code of every mistake the user can fix (argparse uses 2 too)
 
@@ -73,16 +70,3 @@ def set_threads(threads: int | None) -> None:
         import torch
 
         torch.set_num_threads(threads)
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file, so a killed run leaves no half file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """:func:`write_text_atomic` of ``obj`` as indented JSON."""
-    write_text_atomic(path, json.dumps(obj, indent=2, default=str) + "\n")

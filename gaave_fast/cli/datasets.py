@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 from torch.utils.data import Dataset
 
+from gaave_fast.data.describe import dataset_classes
 from gaave_fast.data import (FaceDataset, read_affectnet, read_fer2013_csv, read_ferplus,
                              read_image_folder, read_manifest, read_rafdb, validate)
 
@@ -120,15 +121,6 @@ def open_dataset(spec: DatasetSpec, split: str | None, image_size: int | None,
     return read_manifest(p, image_size=size)
 
 
-def class_names(dataset: Dataset) -> list[str]:
-    """The dataset's class names (``"0".."C-1"`` when it has none)."""
-    names = getattr(dataset, "classes", None)
-    if names:
-        return [str(c) for c in names]
-    labels = np.asarray(dataset.labels)
-    return [str(i) for i in range(int(labels.max()) + 1)]
-
-
 def check_labels(dataset: Dataset, num_classes: int, what: str) -> None:
     """Refuse labels outside ``0..num_classes-1``, naming the first bad sample.
 
@@ -146,7 +138,7 @@ def check_labels(dataset: Dataset, num_classes: int, what: str) -> None:
 
 def check_same_classes(train: Dataset, test: Dataset) -> None:
     """The test set must name the same classes in the same order as the training set."""
-    a, b = class_names(train), class_names(test)
+    a, b = dataset_classes(train), dataset_classes(test)
     if a != b:
         raise CliError(f"the test set's classes {b} differ from the training set's {a}; "
                        "give a test set with the same class names")
@@ -175,21 +167,13 @@ def find_broken(dataset: Dataset, check: str, workers: int | None) -> pd.DataFra
     return validate(dataset, workers=workers, decode=check == "full", progress=False)
 
 
-def publisher_rows(dataset: Dataset) -> np.ndarray:
-    """Row of each sample in the publisher's label file (``samples.row``), or positions."""
-    samples = getattr(dataset, "samples", None)
-    if samples is not None and "row" in samples:
-        return samples["row"].to_numpy(np.int64)
-    return np.arange(len(dataset), dtype=np.int64)
-
-
 def describe_dataset(spec: DatasetSpec, split: str | None, dataset: Dataset) -> dict[str, Any]:
     """What identifies a dataset in a run folder's ``run.json``."""
     return {"spec": str(spec), "kind": spec.kind, "path": str(spec.path), "split": split,
             "image_size": getattr(dataset, "image_size", None) and list(dataset.image_size),
-            "classes": class_names(dataset), "samples": len(dataset)}
+            "classes": dataset_classes(dataset), "samples": len(dataset)}
 
 
-__all__ = ["KINDS", "SPEC_HELP", "DatasetSpec", "check_labels", "check_same_classes", "check_split", "class_names",
-           "default_split", "describe_dataset", "find_broken", "open_dataset", "parse_spec", "publisher_rows",
+__all__ = ["KINDS", "SPEC_HELP", "DatasetSpec", "check_labels", "check_same_classes", "check_split",
+           "default_split", "describe_dataset", "find_broken", "open_dataset", "parse_spec",
            "without_rows"]

@@ -23,7 +23,7 @@ def add_pipeline_options(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("pipeline (override --config; see docs/pipeline.md)")
     g.add_argument("--config", type=Path, metavar="FILE",
                    help="PipelineConfig as YAML or JSON (a run's config.yaml works); flags override it")
-    g.add_argument("--arch", "--model", dest="arch", choices=ARCHS, help="network of every model (default resnet18)")
+    g.add_argument("--arch", choices=ARCHS, help="network of every model (default resnet18)")
     g.add_argument("--width", type=positive_int, help="base width of small_cnn")
     g.add_argument("--eps", type=pixel_value, help="PGD radius in [0,1] pixel units, e.g. 1/255 (default)")
     g.add_argument("--alpha", type=pixel_value, help="PGD step in pixel units (default eps/8)")

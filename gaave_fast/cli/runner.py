@@ -1,12 +1,10 @@
 """``gaave run`` without argparse: open the data, run (or resume) the pipeline, write the outputs.
 
-A run folder holds the pipeline's own outputs (docs/pipeline.md) plus:
+Besides the pipeline's outputs (:mod:`gaave_fast.pipeline.store`), a ``gaave run`` folder holds:
 
 * ``run.json``: the dataset (kind, path, split, image size, classes), the test set, the truth
-  file if any, and one entry per session (start, end, seconds) for the report's timings;
-* ``excluded.csv``: broken files left out (found once, reused when the run resumes);
-* ``samples.csv`` and ``samples.parquet``: the per-sample table with class names, the
-  publisher's row and the suspicion score (docs/outputs.md);
+  file if any, and one entry per session (start, end, seconds);
+* ``excluded.csv``: broken files left out (found once per ``--check`` level, reused when the run resumes);
 * ``cleaned/``: the cleaned label file in the dataset's own format (:mod:`gaave_fast.export`);
 * ``report/``: the HTML report and its PNG plots (:mod:`gaave_fast.report`).
 """
@@ -26,13 +24,15 @@ import numpy as np
 import pandas as pd
 from torch.utils.data import Dataset
 
+from gaave_fast import files
 from gaave_fast.data import DatasetNotFoundError
+from gaave_fast.data.describe import dataset_classes, dataset_rows
 from gaave_fast.export import export_cleaned
-from gaave_fast.pipeline import STAGES, Pipeline, PipelineConfig
+from gaave_fast.pipeline import STAGES, Pipeline, PipelineConfig, RunStore
 
-from .common import CliError, write_json_atomic
-from .datasets import (TEST_SPLIT, DatasetSpec, check_labels, check_same_classes, check_split, class_names,
-                       describe_dataset, find_broken, open_dataset, parse_spec, publisher_rows, without_rows)
+from .common import CliError
+from .datasets import (TEST_SPLIT, DatasetSpec, check_labels, check_same_classes, check_split, describe_dataset,
+                       find_broken, open_dataset, parse_spec, without_rows)
 
 log = logging.getLogger("gaave")
 _IDENTITY = ("spec", "split", "image_size", "classes", "samples")
@@ -75,12 +75,22 @@ class RunRequest:
 
 @dataclass
 class RunData:
-    """The opened datasets of a run."""
+    """The opened, checked datasets of a run.
 
-    train: Dataset  # without the broken files; positions = the pipeline's sample ids
+    Attributes:
+        train: the training set without the broken files; its positions are the pipeline's sample ids.
+        test: the test set (None = no evaluation).
+        classes: the class names.
+        excluded: broken files left out: ``row`` (position before exclusion), ``publisher_row``,
+            ``path``, ``problem``.
+        identity: what identifies the training data in run.json (:func:`describe_dataset`).
+    """
+
+    train: Dataset
     test: Dataset | None
     classes: list[str]
-    excluded: pd.DataFrame  # row (position before exclusion), publisher_row, path, problem
+    excluded: pd.DataFrame
+    identity: dict[str, Any]
 
 
 def execute_run(req: RunRequest) -> dict[str, Any]:
@@ -96,19 +106,21 @@ def execute_run(req: RunRequest) -> dict[str, Any]:
     if req.start is not None and req.start not in STAGES:
         raise CliError(f"--start must be one of {', '.join(STAGES)}, got {req.start!r}")
     started = time.time()
+    store = RunStore(req.out)
     split = check_split(req.dataset, req.split)
-    data = open_run_data(req.dataset, split, req.image_size, req.test, req.out, req.check, req.check_workers,
+    data = open_run_data(store, req.dataset, split, req.image_size, req.test, req.check, req.check_workers,
                          req.affectnet_classes)
-    record = _begin_session(req, split, data)
+    record = _begin_session(store, req, split, data)
     log.info("run %s: %d samples (%d broken files excluded), %d classes, test set: %s", req.out, len(data.train),
              len(data.excluded), len(data.classes), "none" if data.test is None else f"{len(data.test)} samples")
-    pipe = Pipeline(req.config, data.train, req.out, test_set=data.test, num_classes=len(data.classes))
+    pipe = Pipeline(req.config, data.train, req.out, test_set=data.test, num_classes=len(data.classes),
+                    classes=data.classes)
     metrics = pipe.run(req.start)
-    table = sample_table(pipe.table(), data.train, data.classes)
-    paths = write_table(table, req.out)
-    changed = export_cleaned(req.dataset.kind, req.dataset.path, table, data.classes, req.out / "cleaned",
+    table = store.load_table()
+    paths = {k: store.file(k) for k in ("table_csv", "table_parquet") if store.file(k).exists()}
+    changed = export_cleaned(req.dataset.kind, req.dataset.path, table, data.classes, store.file("cleaned"),
                              split=split, excluded=data.excluded.assign(row=data.excluded["publisher_row"]))
-    _end_session(req.out, record, time.time() - started)
+    _end_session(store, record, time.time() - started)
     paths.update({"cleaned": changed["labels"], "changes": changed["changes"]})
     if req.report:
         from gaave_fast.report import write_report
@@ -117,26 +129,33 @@ def execute_run(req: RunRequest) -> dict[str, Any]:
     return summarize(table, metrics, len(data.excluded), paths)
 
 
-def open_run_data(spec: DatasetSpec, split: str | None, image_size: int | None, test: str, out: Path,
+def open_run_data(store: RunStore, spec: DatasetSpec, split: str | None, image_size: int | None, test: str,
                   check: str = "full", check_workers: int | None = None, affectnet_classes: int = 7) -> RunData:
-    """Open the training and test data of a run, leaving out broken files (cached in ``excluded.csv``)."""
+    """Open and check the training and test data of a run, leaving out broken files.
+
+    The broken files are found once and kept in ``excluded.csv``; a run folder that holds a
+    run on other data (another dataset, split, image size, class list or file count) is refused.
+
+    Raises:
+        CliError: other data than the folder's run, no readable sample, labels outside the
+            classes, or a test set with other classes.
+    """
     full = open_dataset(spec, split, image_size, affectnet_classes)
-    classes = class_names(full)
-    ident = describe_dataset(spec, split, full)
-    prev = _read_run_json(out)
+    classes = dataset_classes(full)
+    identity = describe_dataset(spec, split, full)
+    prev = _read_run_json(store)
     if prev is not None:
-        diff = [k for k in _IDENTITY if prev["dataset"].get(k) != ident.get(k)]
+        diff = [k for k in _IDENTITY if prev["dataset"].get(k) != identity.get(k)]
         if diff:
-            raise CliError(f"{out} holds a run on other data ({', '.join(diff)} differ: it used "
+            raise CliError(f"{store.root} holds a run on other data ({', '.join(diff)} differ: it used "
                            f"{prev['dataset']['spec']}); choose another --out")
-    cache = out / "excluded.csv"
+    cache = store.file("excluded")
     if prev is not None and cache.exists():
         broken = pd.read_csv(cache, keep_default_na=False)
     else:
         broken = find_broken(full, check, check_workers)
-        broken.insert(1, "publisher_row", publisher_rows(full)[broken["row"].to_numpy(np.int64)])
-        out.mkdir(parents=True, exist_ok=True)
-        broken.to_csv(cache, index=False)
+        broken.insert(1, "publisher_row", dataset_rows(full)[broken["row"].to_numpy(np.int64)])
+        files.write_with(cache, lambda tmp: broken.to_csv(tmp, index=False))
     train = without_rows(full, broken["row"].to_numpy(np.int64))
     if len(train) == 0:
         raise CliError(f"{spec}: no readable samples left after excluding {len(broken)} broken files")
@@ -147,7 +166,7 @@ def open_run_data(spec: DatasetSpec, split: str | None, image_size: int | None, 
         check_labels(test_set, len(classes), "test set")
         # Broken test files would stop the evaluation: leave them out too.
         test_set = without_rows(test_set, find_broken(test_set, check, check_workers)["row"].to_numpy(np.int64))
-    return RunData(train, test_set, classes, broken)
+    return RunData(train, test_set, classes, broken, identity)
 
 
 def open_test(spec: DatasetSpec, test: str, image_size: int | None, affectnet_classes: int) -> Dataset | None:
@@ -170,49 +189,14 @@ def open_test(spec: DatasetSpec, test: str, image_size: int | None, affectnet_cl
 
 def open_saved_run(out: Path) -> RunData:
     """Re-open the data of a finished run from its ``run.json`` (for ``gaave report``)."""
-    rec = _read_run_json(out)
+    store = RunStore(out)
+    rec = _read_run_json(store)
     if rec is None:
         raise CliError(f"{out} is not a gaave run folder (no run.json); give the --out of 'gaave run'")
     d = rec["dataset"]
     spec = parse_spec(d["spec"])
     size = d["image_size"][0] if d.get("image_size") else None
-    return open_run_data(spec, d["split"], size, "none", out, affectnet_classes=rec.get("affectnet_classes", 7))
-
-
-def sample_table(table: pd.DataFrame, dataset: Dataset, classes: list[str]) -> pd.DataFrame:
-    """The pipeline's per-sample table with the publisher's ``row``, class names and ``score``.
-
-    ``score`` = -(k + sigmoid(margin)), as :attr:`gaave_fast.ScanResult.score`: higher = more
-    suspicious; k first, the margin breaks ties.
-    """
-    t = table.copy()
-    names = np.asarray(list(classes) + [""], dtype=object)  # new_label -1 (discarded) -> ""
-    pos = t["index"].to_numpy(np.int64)
-    t.insert(t.columns.get_loc("label"), "row", publisher_rows(dataset)[pos])
-    t.insert(t.columns.get_loc("label") + 1, "label_name", names[t["label"].to_numpy(np.int64)])
-    k = t["k"].to_numpy(np.float64)
-    margin = t["margin"].to_numpy(np.float64)
-    t.insert(t.columns.get_loc("k") + 1, "score", -(k + 1.0 / (1.0 + np.exp(-margin))))
-    t.insert(t.columns.get_loc("new_label") + 1, "new_label_name", names[t["new_label"].to_numpy(np.int64)])
-    return t
-
-
-def write_table(table: pd.DataFrame, out: Path) -> dict[str, Path]:
-    """Write ``samples.csv`` and (with pyarrow installed) ``samples.parquet`` atomically; returns their paths."""
-    paths = {"table_csv": out / "samples.csv", "table_parquet": out / "samples.parquet"}
-    for key, path in list(paths.items()):
-        tmp = path.with_name(path.name + ".tmp")
-        if key == "table_csv":
-            table.to_csv(tmp, index=False)
-        else:
-            try:
-                table.to_parquet(tmp, index=False)
-            except ImportError:  # pyarrow is optional: the csv holds the same table
-                log.warning("pyarrow is not installed: wrote samples.csv only (pip install pyarrow)")
-                del paths[key]
-                continue
-        tmp.replace(path)
-    return paths
+    return open_run_data(store, spec, d["split"], size, "none", affectnet_classes=rec.get("affectnet_classes", 7))
 
 
 def summarize(table: pd.DataFrame, metrics: dict[str, Any], excluded: int, paths: dict[str, Path]) -> dict[str, Any]:
@@ -227,32 +211,25 @@ def summarize(table: pd.DataFrame, metrics: dict[str, Any], excluded: int, paths
     return s
 
 
-def _read_run_json(out: Path) -> dict[str, Any] | None:
-    path = out / "run.json"
+def _read_run_json(store: RunStore) -> dict[str, Any] | None:
+    path = store.file("run")
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def _begin_session(req: RunRequest, split: str | None, data: RunData) -> dict[str, Any]:
-    rec = _read_run_json(req.out) or {}
+def _begin_session(store: RunStore, req: RunRequest, split: str | None, data: RunData) -> dict[str, Any]:
+    rec = _read_run_json(store) or {}
     truth = str(req.truth.resolve()) if req.truth else rec.get("truth")
-    rec.update({"dataset": _identity(req, split, data), "test": req.test, "truth": truth,
-                "affectnet_classes": req.affectnet_classes})
+    rec.update({"dataset": data.identity, "test": req.test, "truth": truth, "affectnet_classes": req.affectnet_classes})
     session = {"started": _now(), "started_unix": time.time(), "finished": None, "seconds": None,
                "command": req.command or " ".join(sys.argv)}
     rec.setdefault("sessions", []).append(session)
-    write_json_atomic(req.out / "run.json", rec)
+    files.write_json(store.file("run"), rec)
     return rec
 
 
-def _identity(req: RunRequest, split: str | None, data: RunData) -> dict[str, Any]:
-    d = describe_dataset(req.dataset, split, data.train)
-    d["samples"] = len(data.train) + len(data.excluded)  # identity counts the files before exclusion
-    return d
-
-
-def _end_session(out: Path, rec: dict[str, Any], seconds: float) -> None:
+def _end_session(store: RunStore, rec: dict[str, Any], seconds: float) -> None:
     rec["sessions"][-1].update({"finished": _now(), "seconds": round(seconds, 3)})
-    write_json_atomic(out / "run.json", rec)
+    files.write_json(store.file("run"), rec)
 
 
 def _now() -> str:

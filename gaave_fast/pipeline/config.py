@@ -7,6 +7,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from gaave_fast import attack, files
+
 from .criterion import COMBINE_RULES, TAU_RULES
 from .models import ARCHS
 from .train import TrainConfig
@@ -45,7 +47,6 @@ class PipelineConfig:
         final: training of the final model and of the baseline (same settings for both).
         baseline: also train and evaluate the baseline on the raw labels.
         device: None = CUDA if available, else CPU.
-        table_format: ``"csv"`` or ``"parquet"`` for the per-sample table.
     """
 
     seed: int = 0
@@ -55,9 +56,9 @@ class PipelineConfig:
     width: int = 32
     base: TrainConfig = field(default_factory=_base)
     gaave_epochs: int = 8
-    eps: float = 1 / 255
+    eps: float = attack.EPS
     alpha: float | None = None
-    steps: int = 8
+    steps: int = attack.STEPS
     scan_backend: str = "auto"
     scan_batch_size: int = 256
     combine: str = "mean"
@@ -69,7 +70,6 @@ class PipelineConfig:
     final: TrainConfig = field(default_factory=TrainConfig)
     baseline: bool = True
     device: str | None = None
-    table_format: str = "csv"
 
     def __post_init__(self) -> None:
         for name in ("base", "annotator", "final"):
@@ -99,8 +99,6 @@ class PipelineConfig:
             raise ValueError(f"tau_rule must be one of {TAU_RULES}, got {self.tau_rule!r}")
         if self.tau_rule == "fraction" and (self.tau_fraction is None or not 0 <= self.tau_fraction <= 1):
             raise ValueError(f"tau_fraction must be in [0, 1] with tau_rule='fraction', got {self.tau_fraction}")
-        if self.table_format not in ("csv", "parquet"):
-            raise ValueError(f"table_format must be 'csv' or 'parquet', got {self.table_format!r}")
         if self.head_classes is not None:
             self.head_classes = [int(c) for c in self.head_classes]
 
@@ -130,16 +128,13 @@ class PipelineConfig:
     def save(self, path: str | Path) -> None:
         """Write to ``path``: YAML for ``.yaml``/``.yml``, else JSON."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         if path.suffix in (".yaml", ".yml"):
             import yaml
 
             text = yaml.safe_dump(self.to_dict(), sort_keys=False)
         else:
             text = json.dumps(self.to_dict(), indent=2)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
+        files.write_text(path, text)
 
     @classmethod
     def load(cls, path: str | Path) -> PipelineConfig:

@@ -20,9 +20,12 @@ Automatic tau (``rule``):
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 COMBINE_RULES = ("mean", "last", "min", "median")
 TAU_RULES = ("gmm", "fraction")
@@ -163,3 +166,67 @@ def select_tau(k: np.ndarray, rule: str = "gmm", fraction: float | None = None) 
     low = values[g.posterior_low(values) >= 0.5]
     tau = float(low.max()) if low.size else -1.0
     return TauChoice(tau, rule, int((k <= tau).sum()), k.size, g)
+
+
+@dataclass(frozen=True)
+class Criterion:
+    """The result of step 5 over the whole training set.
+
+    Attributes:
+        subsets: subset names in order; ``subset_id`` indexes them.
+        subset_id: int64 [N] the subset whose model judged each sample (-1 = none).
+        k: float64 [N] k combined over the scans (NaN where not scanned).
+        candidate: bool [N] noise candidates (``k <= tau`` of the sample's subset).
+        taus: ``{subset: TauChoice.to_dict()}``.
+        combine: the combine rule used.
+    """
+
+    subsets: tuple[str, ...]
+    subset_id: np.ndarray
+    k: np.ndarray
+    candidate: np.ndarray
+    taus: dict[str, dict]
+    combine: str
+
+    def summary(self) -> dict:
+        """JSON-ready summary (criterion.json): ``tau``, ``combine``, ``candidates``, ``subsets``."""
+        return {"tau": self.taus, "combine": self.combine, "candidates": int(self.candidate.sum()),
+                "subsets": list(self.subsets)}
+
+    @classmethod
+    def from_saved(cls, summary: dict, subset_id: np.ndarray, k: np.ndarray, candidate: np.ndarray) -> Criterion:
+        """Inverse of :meth:`summary` plus the per-sample arrays."""
+        return cls(tuple(summary["subsets"]), subset_id, k, candidate, summary["tau"], summary["combine"])
+
+
+def select_candidates(k_scans: dict[str, tuple[np.ndarray, np.ndarray]], num_samples: int, *, combine: str,
+                      taus: dict[str, float | None], rule: str, fraction: float | None) -> Criterion:
+    """Step 5: combine each subset's k over the scans, choose its tau, mark ``k <= tau``.
+
+    Args:
+        k_scans: ``{subset: (index int64 [n], k [T', n])}``: the positions each subset's model
+            scanned and their k per scan, in subset order.
+        num_samples: N, the training set size.
+        combine: how k is combined over the scans (:func:`combine_k`).
+        taus: a given tau per subset (None = chosen by ``rule``).
+        rule, fraction: the automatic rule of :func:`select_tau`.
+
+    Returns:
+        The :class:`Criterion`.
+    """
+    subset_id = np.full(num_samples, -1, np.int64)
+    k_all = np.full(num_samples, np.nan)
+    cand = np.zeros(num_samples, bool)
+    chosen: dict[str, dict] = {}
+    for j, (name, (index, k_epochs)) in enumerate(k_scans.items()):
+        k = combine_k(k_epochs, combine)
+        given = taus.get(name)
+        choice = (TauChoice(float(given), "given", int((k <= given).sum()), k.size) if given is not None
+                  else select_tau(k, rule, fraction))
+        chosen[name] = choice.to_dict()
+        subset_id[index] = j
+        k_all[index] = k
+        cand[index] = k <= choice.tau
+        log.info("criterion %s: tau %.3f (%s), %d of %d flagged", name, choice.tau, choice.rule, choice.flagged,
+                 choice.total)
+    return Criterion(tuple(k_scans), subset_id, k_all, cand, chosen, combine)

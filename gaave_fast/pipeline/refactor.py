@@ -1,4 +1,5 @@
-"""Subset Refactoring (GAAVE step 2) on index/label arrays, and a label-remapping dataset view.
+"""Steps 1-2 (Dataset Splitting via :mod:`.split`, Subset Refactoring) on index/label arrays, and a
+label-remapping dataset view.
 
 * Head set D'h: every head-class sample with its class remapped to ``0..C1-1``, plus every
   tail-class sample as the extra class ``C1`` ("other").
@@ -12,13 +13,14 @@ Everything is expressed as dataset positions, so any map-style dataset works.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from torch.utils.data import Dataset
 
-from .split import ClassSplit
+from .split import ClassSplit, split_classes
 
 
 @dataclass(frozen=True)
@@ -115,6 +117,49 @@ def whole_set(labels: np.ndarray, num_classes: int) -> RefactoredSubset:
     labels = np.asarray(labels).astype(np.int64)
     return RefactoredSubset("all", np.arange(labels.size, dtype=np.int64), labels.copy(),
                             tuple(range(num_classes)), False)
+
+
+@dataclass(frozen=True)
+class Subsets:
+    """The result of steps 1-2: the subsets each model trains on, and how they were made.
+
+    Attributes:
+        subsets: ``{"head": D'h, "tail": D't}``, or ``{"all": whole set}`` without splitting.
+        info: JSON-ready description: ``data`` (fingerprint), ``split`` and ``imbalance`` (when
+            split), ``subsets`` (classes, extra class, size, class counts of each) and, when the
+            pipeline builds its own models, ``normalization``.
+    """
+
+    subsets: dict[str, RefactoredSubset]
+    info: dict[str, Any]
+
+
+def make_subsets(labels: np.ndarray, num_classes: int, *, split: bool, head_classes: Sequence[int] | None,
+                 seed: int) -> Subsets:
+    """Steps 1-2, Dataset Splitting and Subset Refactoring.
+
+    Args:
+        labels: int64 [N] (noisy) training labels.
+        num_classes: C.
+        split: split into head and tail (False: the whole set, the ``no_split`` ablation).
+        head_classes: the head classes, None = the automatic rule of :mod:`.split`.
+        seed: seeds the draw of D't's extra class.
+
+    Returns:
+        :class:`Subsets` (``info`` without ``data`` and ``normalization``).
+    """
+    info: dict[str, Any] = {}
+    if split:
+        cs = split_classes(labels, num_classes, head_classes)
+        subsets = dict(zip(("head", "tail"), refactor(labels, cs, seed)))
+        info["split"] = cs.to_dict()
+        info["imbalance"] = {"head": cs.imbalance("head"), "tail": cs.imbalance("tail")}
+    else:
+        subsets = {"all": whole_set(labels, num_classes)}
+    info["subsets"] = {n: {"classes": list(s.classes), "has_other": s.has_other, "size": int(s.indices.size),
+                           "class_counts": np.bincount(s.labels, minlength=s.num_classes).tolist()}
+                       for n, s in subsets.items()}
+    return Subsets(subsets, info)
 
 
 def proportional_quotas(counts: np.ndarray, total: int) -> np.ndarray:

@@ -30,6 +30,10 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from gaave_fast import files
+from gaave_fast.amp import autocast_dtype
+from gaave_fast.distributed import rank_world
+
 SCHEDULES = ("constant", "cosine", "step")
 OPTIMIZERS = ("adam", "sgd")
 
@@ -105,13 +109,6 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     if torch.cuda.is_available():
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     return torch.device("cpu")
-
-
-def dist_info() -> tuple[int, int]:
-    """``(rank, world_size)``; ``(0, 1)`` without an initialised process group."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
 
 
 def epoch_rows(labels: np.ndarray, seed: int, epoch: int, oversample: bool) -> np.ndarray:
@@ -199,14 +196,14 @@ def fit(model: nn.Module, dataset: Dataset, labels: np.ndarray, config: TrainCon
     dev = resolve_device(device)
     amp = dev.type == "cuda" if config.amp is None else (config.amp and dev.type == "cuda")
     cl = dev.type == "cuda" if config.channels_last is None else config.channels_last
-    rank, world = dist_info()
+    rank, world = rank_world()
 
     model = model.to(dev)
     if cl:
         model = model.to(memory_format=torch.channels_last)
     opt = _optimizer(model, config)
     sched = _scheduler(opt, config, epochs)
-    amp_dtype = torch.bfloat16 if amp and torch.cuda.is_bf16_supported() else torch.float16
+    amp_dtype = autocast_dtype(dev) or torch.float16  # unused (autocast disabled) off CUDA
     scaler = torch.amp.GradScaler("cuda", enabled=amp and amp_dtype == torch.float16)
 
     torch.manual_seed(_mix(seed, 0, 1))
@@ -285,7 +282,7 @@ def predict(model: nn.Module, dataset: Dataset, *, batch_size: int = 512, device
     """
     dev = resolve_device(device)
     amp = dev.type == "cuda" if amp is None else (amp and dev.type == "cuda")
-    amp_dtype = torch.bfloat16 if amp and torch.cuda.is_bf16_supported() else torch.float16
+    amp_dtype = autocast_dtype(dev) or torch.float16  # unused (autocast disabled) off CUDA
     was_training = model.training
     model.eval().to(dev)
     idx, outs = [], []
@@ -327,7 +324,7 @@ def accuracy(pred: np.ndarray, labels: np.ndarray, num_classes: int | None = Non
 
 def save_model(model: nn.Module, path: str | Path) -> None:
     """Write the model's state dict (CPU tensors) atomically with ``torch.save``."""
-    _atomic_save({k: v.detach().cpu() for k, v in model.state_dict().items()}, path)
+    files.torch_save({k: v.detach().cpu() for k, v in model.state_dict().items()}, path)
 
 
 def load_model(model: nn.Module, path: str | Path) -> nn.Module:
@@ -387,13 +384,5 @@ def _save_state(path: str | Path, model: nn.Module, opt: torch.optim.Optimizer, 
         "epoch": epoch,
         "history": list(history),
     }
-    _atomic_save(state, path)
+    files.torch_save(state, path)
 
-
-def _atomic_save(obj: object, path: str | Path) -> None:
-    # Write then rename, so a run killed mid-write never leaves a truncated checkpoint behind.
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)

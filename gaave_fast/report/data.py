@@ -10,15 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-# The file each stage writes last (its completion marker), in pipeline order.
-STAGE_MARKERS = (
-    ("split", "split/split.json"), ("base head", "base_head/metrics.json"),
-    ("base tail", "base_tail/metrics.json"), ("base all", "base_all/metrics.json"),
-    ("GAAVE scans head", "gaave_head/done.json"), ("GAAVE scans tail", "gaave_tail/done.json"),
-    ("GAAVE scans all", "gaave_all/done.json"), ("criterion", "criterion.json"),
-    ("self-annotators", "annotate/annotations.npz"), ("final model", "final_gaave/metrics.json"),
-    ("final model (drop)", "final_drop/metrics.json"), ("baseline", "baseline/metrics.json"),
-)
+from gaave_fast.pipeline.store import STAGE_LABELS, RunStore
 
 
 @dataclass
@@ -26,18 +18,23 @@ class RunOutputs:
     """A finished run's outputs.
 
     Attributes:
-        dir: the run folder. table: the per-sample table (samples.parquet or samples.csv).
+        store: the run folder. table: the per-sample table (samples.parquet or samples.csv).
         metrics: metrics.json. config: config.yaml as text. run: run.json ({} if absent).
         classes: class names. excluded: excluded.csv (empty if absent).
     """
 
-    dir: Path
+    store: RunStore
     table: pd.DataFrame
     metrics: dict[str, Any]
     config: str
     run: dict[str, Any] = field(default_factory=dict)
     classes: list[str] = field(default_factory=list)
     excluded: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+    @property
+    def dir(self) -> Path:
+        """The run folder."""
+        return self.store.root
 
     @property
     def taus(self) -> dict[str, float]:
@@ -52,45 +49,27 @@ def load_run(run_dir: str | Path) -> RunOutputs:
         FileNotFoundError: the folder lacks metrics.json or the per-sample table (the run has
             not finished: re-run ``gaave run`` first).
     """
-    d = Path(run_dir)
-    for name in ("samples.parquet", "samples.csv"):
-        if (d / name).exists():
-            table = pd.read_parquet(d / name) if name.endswith("parquet") else pd.read_csv(d / name)
-            break
-    else:
-        raise FileNotFoundError(f"{d} has no samples.parquet or samples.csv: the run has not finished")
-    if not (d / "metrics.json").exists():
-        raise FileNotFoundError(f"{d} has no metrics.json: the run has not finished")
-    metrics = json.loads((d / "metrics.json").read_text())
-    run = json.loads((d / "run.json").read_text()) if (d / "run.json").exists() else {}
+    store = RunStore(run_dir)
+    table = store.load_table()
+    metrics = store.load_report()
+    run = json.loads(store.file("run").read_text()) if store.file("run").exists() else {}
     classes = list(run.get("dataset", {}).get("classes") or [])
     if not classes:
         n = int(max(table["label"].max(), table["new_label"].max())) + 1
         classes = [str(i) for i in range(n)]
-    excluded = pd.read_csv(d / "excluded.csv", keep_default_na=False) if (d / "excluded.csv").exists() \
+    excluded = pd.read_csv(store.file("excluded"), keep_default_na=False) if store.file("excluded").exists() \
         else pd.DataFrame(columns=["row", "path", "problem"])
-    config = (d / "config.yaml").read_text() if (d / "config.yaml").exists() else ""
-    return RunOutputs(d, table, metrics, config, run, classes, excluded)
+    config = store.file("config").read_text() if store.file("config").exists() else ""
+    return RunOutputs(store, table, metrics, config, run, classes, excluded)
 
 
 def stage_timings(run: RunOutputs) -> list[tuple[str, float]]:
-    """Wall time of each finished stage, in seconds.
+    """Wall seconds of each computed stage (timings.json), in run order, with readable names.
 
-    A stage's time runs from the end of the stage before it (or from the start of the session
-    that finished it, whichever is later) to its completion marker's modification time, so
-    pauses between resumed sessions are not counted. Without run.json the sessions are unknown
-    and the first stage has no start.
+    A stage resumed across sessions counts the session that finished it.
     """
-    starts = sorted(s["started_unix"] for s in run.run.get("sessions", []) if "started_unix" in s)
-    done = sorted((p.stat().st_mtime, name) for name, rel in STAGE_MARKERS if (p := run.dir / rel).exists())
-    out, prev = [], None
-    for t, name in done:
-        session = max((s for s in starts if s <= t), default=None)
-        begins = [v for v in (prev, session) if v is not None]
-        if begins:
-            out.append((name, max(t - max(begins), 0.0)))
-        prev = t
-    return out
+    t = run.metrics.get("timings", {})
+    return [(label, float(t[key])) for key, label in STAGE_LABELS.items() if key in t]
 
 
 def session_seconds(run: RunOutputs) -> list[float | None]:
