@@ -208,7 +208,7 @@ def run_detect(a: argparse.Namespace, setting: str) -> dict:
     train_acc: dict = {}
     t0 = time.time()
     for name, sub in subsets.items():
-        own = sub.select(sub.own())
+        own = sub.select(sub.in_real_class())
         keep = np.sort(rng.choice(own.indices.size, min(own.indices.size, int(a.scan_fraction * own.indices.size) or 1),
                                   replace=False))
         view = RemappedDataset.of(train, own.select(np.isin(np.arange(own.indices.size), keep)))

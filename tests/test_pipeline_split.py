@@ -132,7 +132,7 @@ def test_remapped_dataset_and_whole_set():
     base = [(torch.full((1, 2, 2), float(i)), i % 3, i) for i in range(10)]
     labels = np.array([b[1] for b in base])
     w = whole_set(labels, 3)
-    assert w.num_classes == 3 and w.other == -1 and w.own().all()
+    assert w.num_classes == 3 and w.other == -1 and w.in_real_class().all()
     view = RemappedDataset(base, np.array([7, 2]), np.array([5, 6]))
     img, lab, pos = view[0]
     assert len(view) == 2 and lab == 5 and pos == 7 and float(img[0, 0, 0]) == 7.0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from gaave_fast.pipeline import RunStore
 from gaave_fast.report import write_report
 
 from .common import CliError, positive_int
@@ -29,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     """Write the report and print its path."""
     if not args.dir.is_dir():
         raise CliError(f"run folder not found: {args.dir}")
-    if not (args.dir / "metrics.json").exists():
+    if not RunStore(args.dir).file("metrics").exists():
         raise CliError(f"{args.dir} holds no finished run (no metrics.json): run or resume 'gaave run' first")
     if args.truth is not None and not args.truth.is_file():
         raise CliError(f"--truth file not found: {args.truth}")

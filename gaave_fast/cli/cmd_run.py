@@ -8,9 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from gaave_fast.pipeline import STAGES
-
 from gaave_fast.data.describe import dataset_classes
+from gaave_fast.pipeline import STAGES
 
 from .common import CliError, non_negative_int, positive_int, set_threads
 from .datasets import SPEC_HELP, DatasetSpec, open_dataset, parse_spec

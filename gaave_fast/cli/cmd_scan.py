@@ -11,9 +11,8 @@ from torch.utils.data import Dataset
 
 from gaave_fast import attack
 from gaave_fast.data import make_loader
-from gaave_fast.scan import scan
-
 from gaave_fast.data.describe import dataset_classes
+from gaave_fast.scan import scan
 
 from .common import CliError, non_negative_int, pixel_value, positive_int, set_threads
 from .datasets import SPEC_HELP, check_labels, open_dataset, parse_spec

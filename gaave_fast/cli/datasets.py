@@ -20,9 +20,17 @@ import numpy as np
 import pandas as pd
 from torch.utils.data import Dataset
 
+from gaave_fast.data import (
+    FaceDataset,
+    read_affectnet,
+    read_fer2013_csv,
+    read_ferplus,
+    read_image_folder,
+    read_manifest,
+    read_rafdb,
+    validate,
+)
 from gaave_fast.data.describe import dataset_classes
-from gaave_fast.data import (FaceDataset, read_affectnet, read_fer2013_csv, read_ferplus,
-                             read_image_folder, read_manifest, read_rafdb, validate)
 
 from .common import CliError
 

@@ -14,7 +14,6 @@ Both take images in [0, 1] unless ``--mean``/``--std`` say otherwise.
 
 from __future__ import annotations
 
-import json
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from gaave_fast.pipeline import PipelineConfig, model_factory
+from gaave_fast.pipeline import PipelineConfig, RunStore, model_factory
 
 from .common import CliError
 
@@ -64,13 +63,13 @@ def load_checkpoint(path: Path) -> LoadedModel:
                        "save your model with torch.export.save") from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CliError(f"{path} holds no state dict of tensors; save your model with torch.export.save")
-    run_dir = next((d for d in path.resolve().parents
-                    if (d / "config.yaml").is_file() and (d / "split" / "split.json").is_file()), None)
-    if run_dir is None:
+    store = next((RunStore(d) for d in path.resolve().parents if RunStore(d).holds_run()), None)
+    if store is None:
         raise CliError(f"{path} is a state dict outside a gaave run folder, so its architecture is unknown; "
                        "save the model with torch.export.save, or pass a model.pt from a 'gaave run' folder")
-    cfg = PipelineConfig.load(run_dir / "config.yaml")
-    norm = json.loads((run_dir / "split" / "split.json").read_text()).get("normalization")
+    run_dir = store.root
+    cfg = PipelineConfig.load(store.file("config"))
+    norm = store.load_split().info.get("normalization")
     if norm is None:
         raise CliError(f"{run_dir} was trained with a custom model factory; save its model with torch.export.save")
     make = model_factory(cfg.arch, norm["in_channels"], norm["image_size"], norm["mean"], norm["std"], cfg.width)

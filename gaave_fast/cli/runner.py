@@ -31,8 +31,18 @@ from gaave_fast.export import export_cleaned
 from gaave_fast.pipeline import STAGES, Pipeline, PipelineConfig, RunStore
 
 from .common import CliError
-from .datasets import (TEST_SPLIT, DatasetSpec, check_labels, check_same_classes, check_split, describe_dataset,
-                       find_broken, open_dataset, parse_spec, without_rows)
+from .datasets import (
+    TEST_SPLIT,
+    DatasetSpec,
+    check_labels,
+    check_same_classes,
+    check_split,
+    describe_dataset,
+    find_broken,
+    open_dataset,
+    parse_spec,
+    without_rows,
+)
 
 log = logging.getLogger("gaave")
 _IDENTITY = ("spec", "split", "image_size", "classes", "samples")

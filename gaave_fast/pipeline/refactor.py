@@ -52,7 +52,7 @@ class RefactoredSubset:
         """The remapped id of the extra class (-1 when there is none)."""
         return len(self.classes) if self.has_other else -1
 
-    def own(self) -> np.ndarray:
+    def in_real_class(self) -> np.ndarray:
         """Boolean [n]: the sample's label is one of the subset's real classes (not "other")."""
         return self.labels != self.other
 

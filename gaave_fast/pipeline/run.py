@@ -181,7 +181,7 @@ class Pipeline:
                                batch_size=cfg.scan_batch_size, device=cfg.device, progress=cfg.base.progress)
 
         return record_k(model, RemappedDataset.of(self.train_set, sub), sub.labels,
-                        RemappedDataset.of(self.train_set, sub.select(sub.own())), cfg.base,
+                        RemappedDataset.of(self.train_set, sub.select(sub.in_real_class())), cfg.base,
                         scans=cfg.gaave_epochs, base_epochs=cfg.base.epochs, seed=cfg.seed + _SEED_OFFSET[name],
                         snapshots=(load, lambda j, arrays: store.save_snapshot(name, j, arrays)),
                         base_checkpoint=store.checkpoint(f"base:{name}"), checkpoint=store.checkpoint(f"record:{name}"),

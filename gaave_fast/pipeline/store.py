@@ -49,7 +49,7 @@ log = logging.getLogger(__name__)
 STAGES = ("split", "base", "record", "criterion", "annotate", "final", "baseline")
 """The stages in run order; a stage key is a stage or ``stage:part`` (``base:head``, ``final:drop``)."""
 
-_CHAIN = STAGES[:6]  # each depends on the one before; the baseline depends on none of them
+_DEPENDENCY_CHAIN = STAGES[:6]  # each depends on the one before; the baseline depends on none of them
 _FIELD_STAGES: dict[str, tuple[str, ...]] = {
     "seed": STAGES, "ablation": ("split",), "head_classes": ("split",),
     "arch": ("base", "annotate", "final", "baseline"), "width": ("base", "annotate", "final", "baseline"),
@@ -76,12 +76,12 @@ STAGE_LABELS = {"split": "split", "base:head": "base head", "base:tail": "base t
 
 def stale_stages(old: PipelineConfig, new: PipelineConfig) -> set[str]:
     """Stages whose outputs a config change invalidates (the changed fields' stages and all after them)."""
-    a, b = _effective(old.to_dict()), _effective(new.to_dict())
-    hit = {s for f in _FIELD_STAGES if a.get(f) != b.get(f) for s in _FIELD_STAGES[f]}
-    out = set(hit) - set(_CHAIN)
-    chain_hit = [i for i, s in enumerate(_CHAIN) if s in hit]
-    if chain_hit:
-        out |= set(_CHAIN[min(chain_hit):])
+    before, after = _effective(old.to_dict()), _effective(new.to_dict())
+    hit = {stage for name, stages in _FIELD_STAGES.items() if before.get(name) != after.get(name) for stage in stages}
+    out = hit - set(_DEPENDENCY_CHAIN)
+    first = [i for i, stage in enumerate(_DEPENDENCY_CHAIN) if stage in hit]
+    if first:
+        out |= set(_DEPENDENCY_CHAIN[min(first):])
     return out
 
 
@@ -91,7 +91,7 @@ def stages_from(start: str) -> set[str]:
         raise ValueError(f"start must be one of {STAGES}, got {start!r}")
     if start == "baseline":
         return {"baseline"}
-    out = set(_CHAIN[_CHAIN.index(start):])
+    out = set(_DEPENDENCY_CHAIN[_DEPENDENCY_CHAIN.index(start):])
     if start in ("split", "final"):
         out.add("baseline")
     return out
@@ -146,6 +146,10 @@ class RunStore:
     def has(self, key: str) -> bool:
         """Whether the stage key's outputs are complete."""
         return self._marker(key).exists()
+
+    def holds_run(self) -> bool:
+        """Whether the folder holds a run whose split stage finished (its config and normalisation are known)."""
+        return self.file("config").is_file() and self._marker("split").is_file()
 
     # ----------------------------------------------------------------------------- opening
     def begin(self, config: PipelineConfig, data: dict[str, Any], start: str | None = None) -> None:
