@@ -49,8 +49,9 @@ from gaave_fast.pipeline import (
     detection_metrics,
     fit,
     predict,
+    make_subsets,
     roc_auc,
-    snapshot,
+    scan_subset,
 )
 
 SETTING = re.compile(r"^(c10n-worse|lt-(pair|sym)-(\d+))$")
@@ -101,8 +102,8 @@ def ranked(primary: np.ndarray, tiebreak: np.ndarray) -> np.ndarray:
 
 
 def scores_from_snapshots(pipe: Pipeline) -> dict[str, np.ndarray]:
-    """Per-sample suspicion scores (higher = noisier) from the pipeline's saved GAAVE snapshots."""
-    scans = pipe.gaave(pipe.split())
+    """Per-sample suspicion scores (higher = noisier) from the pipeline's saved GAAVE scans."""
+    scans = {name: pipe.store.load_record(name, ("k", "margin", "loss")) for name in pipe.store.load_split().subsets}
     n = pipe.labels.size
     cols = {f: np.full((pipe.config.gaave_epochs, n), np.nan) for f in ("k", "margin", "loss")}
     for s in scans.values():
@@ -146,9 +147,9 @@ def run_pipeline(a: argparse.Namespace, setting: str, out: Path) -> dict:
     t0 = time.time()
     pipe = Pipeline(cfg, train, out / "full", test_set=test)
     full = pipe.run()
-    drop = pipe.train_final("drop")
+    drop = pipe.retrain("drop")
     rep["seconds_full"] = time.time() - t0
-    df = pipe.table()
+    df = pipe.store.load_table()
     det = {}
     cand = df["candidate"].to_numpy()
     scores = scores_from_snapshots(pipe)
@@ -165,7 +166,7 @@ def run_pipeline(a: argparse.Namespace, setting: str, out: Path) -> dict:
                   test_set=test)
     ns_rep = ns.run()
     rep["seconds_no_split"] = time.time() - t1
-    ns_df = ns.table()
+    ns_df = ns.store.load_table()
     det["no split: k <= tau"] = detection_metrics(ns_df["candidate"].to_numpy(), noisy,
                                                   scores_from_snapshots(ns)["k (combined, margin ties)"])
     if a.cleanlab_folds > 1:
@@ -199,7 +200,9 @@ def run_detect(a: argparse.Namespace, setting: str) -> dict:
     train, _, _, noisy = load_setting(a.data, setting, a.train_size, a.lt_scale, a.seed)
     cfg = base_config(a)
     pipe = Pipeline(cfg, train, a.out / f"detect_{setting}")
-    subsets = pipe.split()  # the pipeline's own split, refactoring, model factory and initialisation
+    # The pipeline's own split, refactoring, model factory and initialisation.
+    subsets = make_subsets(pipe.labels, pipe.num_classes, split=cfg.splits, head_classes=cfg.head_classes,
+                           seed=cfg.seed).subsets
     E = a.detect_epochs
     extra = [e / 255 for e in a.extra_eps]
     rng = np.random.default_rng(cfg.seed)
@@ -221,7 +224,7 @@ def run_detect(a: argparse.Namespace, setting: str) -> dict:
             _, logits = predict(m, full_view, device=cfg.device)
             train_acc[name].append(accuracy(logits.argmax(1), sub.labels)["accuracy"])
             for eps in [cfg.eps] + (extra if epoch % a.eps_every == 0 or epoch == E else []):
-                s = snapshot(m, view, eps=eps, alpha=None, steps=cfg.steps, backend=cfg.scan_backend,
+                s = scan_subset(m, view, eps=eps, alpha=None, steps=cfg.steps, backend=cfg.scan_backend,
                              batch_size=cfg.scan_batch_size, device=cfg.device)
                 store[(epoch, round(eps * 255, 3))] = s
 

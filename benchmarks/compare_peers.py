@@ -183,21 +183,15 @@ def run_dataset(name: str, d: dict[str, Any], a: argparse.Namespace, work: Path)
     noisy = pipe.labels != d["true"]
     det, acc = {}, {}
 
-    t0 = time.time()
-    subsets = pipe.split()
-    pipe.train_base(subsets)
-    pipe.gaave(subsets)
-    pipe.criterion(subsets)
-    t_detect = time.time() - t0
-    table = pipe.table()
-    score = -(table["k"].to_numpy() + 1 / (1 + np.exp(-table["margin"].to_numpy())))
-    det["GAAVE (k <= tau)"] = dict(detection_metrics(table["candidate"].to_numpy(), noisy, score), seconds=t_detect)
-    t0 = time.time()
-    pipe.annotate(subsets)
-    final_m = pipe.train_final("gaave")["test"]
+    report = pipe.run()
+    seconds = report["timings"]
+    table = pipe.store.load_table()
+    t_detect = sum(v for k, v in seconds.items() if k.split(":")[0] in ("split", "base", "record", "criterion"))
+    det["GAAVE (k <= tau)"] = dict(detection_metrics(table["candidate"].to_numpy(), noisy, table["score"].to_numpy()),
+                                   seconds=t_detect)
+    final_m = report["final_gaave"]["test"]
     acc["GAAVE (final model)"] = dict(accuracy=final_m["accuracy"], mean_class_accuracy=final_m["mean_class_accuracy"],
-                                      seconds=time.time() - t0)
-    table = pipe.table()
+                                      seconds=seconds["annotate"] + seconds["final:gaave"])
     relab = (table["status"] == "relabeled").to_numpy()
     right = table["new_label"].to_numpy()[relab] == d["true"][relab]
     det["GAAVE (k <= tau)"]["relabels_right"] = float(right.mean()) if relab.any() else float("nan")
@@ -209,10 +203,9 @@ def run_dataset(name: str, d: dict[str, Any], a: argparse.Namespace, work: Path)
     flagged, s = small_loss_detect(pipe, a.seed)
     det["small-loss (GMM)"] = dict(detection_metrics(flagged, noisy, s), seconds=time.time() - t0)
 
-    t0 = time.time()
-    base_m = pipe.train_baseline()["test"]
+    base_m = report["baseline"]["test"]
     acc["CE (raw labels)"] = dict(accuracy=base_m["accuracy"], mean_class_accuracy=base_m["mean_class_accuracy"],
-                                  seconds=time.time() - t0)
+                                  seconds=seconds["baseline"])
     for label, fn in (("GCE q=0.7", gce_loss()), ("SCE a=0.1 b=1", sce_loss())):
         t0 = time.time()
         model = train_with_loss(pipe, fn, final, a.seed + 30)
