@@ -14,6 +14,7 @@ import pandas as pd
 from PIL import Image
 
 from gaave_fast import files
+from gaave_fast.attack import default_alpha
 from gaave_fast.pipeline import PipelineConfig, detection_metrics
 
 from . import html as H
@@ -100,7 +101,7 @@ def _k_section(run: RunOutputs, cfg: PipelineConfig, pngs: dict[str, bytes]) -> 
     body = [[name, c["tau"], c["rule"], c["flagged"], c["total"], c.get("flagged_fraction", 0.0)]
             for name, c in crit.items()]
     text = (f"<p>k counts the attack points x(0)..x({cfg.steps}) that keep the given label (ε = {_pixels(cfg.eps)}, "
-            f"α = {_pixels(cfg.alpha or cfg.eps / 8)}), combined over {cfg.gaave_epochs} scans by "
+            f"α = {_pixels(default_alpha(cfg.eps, cfg.alpha))}), combined over {cfg.gaave_epochs} scans by "
             f"{H.esc(cfg.combine)}. Samples with k ≤ τ are the noise candidates.</p>")
     return H.section("k", "Attack counts k per subset", text + H.img_tag(pngs["k_histograms.png"], "k histograms")
                      + H.table(["subset", "τ", "rule", "candidates", "samples", "fraction"], body))
