@@ -84,18 +84,18 @@ def torchattacks_loop(model, loader, device, eps, alpha, steps):
     state = {}
 
     def hook(_module, _inputs, out):
-        state["hits"] += (out.argmax(1) == state["labels"]).int()
+        state["k"] += (out.argmax(1) == state["labels"]).int()
 
     handle = model.register_forward_hook(hook)
     attack = torchattacks.PGD(model, eps=eps, alpha=alpha, steps=steps, random_start=False)
     try:
         for images, labels in loader:
             images, labels = images.to(device), labels.to(device)
-            state.update(hits=torch.zeros(len(labels), dtype=torch.int32, device=device), labels=labels)
+            state.update(k=torch.zeros(len(labels), dtype=torch.int32, device=device), labels=labels)
             adv = attack(images, labels)
             with torch.no_grad():
                 model(adv)
-            counts.append(state["hits"].cpu())
+            counts.append(state["k"].cpu())
     finally:
         handle.remove()
     return torch.cat(counts)

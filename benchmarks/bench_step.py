@@ -57,9 +57,9 @@ def time_interleaved(fns: dict[str, Callable[[], None]], device: torch.device, r
     return {name: {"best": min(t), "median": statistics.median(t)} for name, t in times.items()}
 
 
-def eager_step(x, x0, grad, logits, labels, hits, eps, alpha, lo, hi):
+def eager_step(x, x0, grad, logits, labels, k, eps, alpha, lo, hi):
     """The step as one would write it in PyTorch (what the fused op replaces)."""
-    hits += (logits.argmax(dim=1) == labels).to(hits.dtype)
+    k += (logits.argmax(dim=1) == labels).to(k.dtype)
     x = x + alpha * grad.sign()
     x = torch.min(torch.max(x, x0 - eps), x0 + eps)
     return torch.min(torch.max(x, lo), hi)
@@ -74,7 +74,7 @@ def bench_case(shape, dtype_name: str, device: torch.device, reps: int) -> dict:
     x = x0.clone()
     logits = torch.randn(n, NUM_CLASSES, generator=gen).to(device)
     labels = torch.randint(0, NUM_CLASSES, (n,), generator=gen).to(device)
-    hits = torch.zeros(n, dtype=torch.int32, device=device)
+    k = torch.zeros(n, dtype=torch.int32, device=device)
     first_miss = torch.full((n,), -1, dtype=torch.int32, device=device)
     mean, std = [0.485, 0.456, 0.406][:c], [0.229, 0.224, 0.225][:c]
     eps, alpha, lo, hi = ops.channel_bounds(1 / 255, 1 / 2040, c, mean, std, device)
@@ -86,8 +86,8 @@ def bench_case(shape, dtype_name: str, device: torch.device, reps: int) -> dict:
     out = torch.empty_like(x)
     t = time_interleaved(
         {
-            "fused": lambda: ops.pgd_step_(x, x0, grad, logits, labels, hits, first_miss, 0, eps, alpha, lo, hi),
-            "eager": lambda: eager_step(x, x0, grad, logits, labels, hits, e4, a4, l4, h4),
+            "fused": lambda: ops.pgd_step_(x, x0, grad, logits, labels, k, first_miss, 0, eps, alpha, lo, hi),
+            "eager": lambda: eager_step(x, x0, grad, logits, labels, k, e4, a4, l4, h4),
             "copy": lambda: out.copy_(x),
         },
         device,

@@ -25,7 +25,7 @@ inline at::Tensor in_layout_of(const at::Tensor& t, Layout layout) {
 }
 
 inline void check_per_sample(const at::Tensor& logits, const at::Tensor& labels,
-                             const at::Tensor& hits, const at::Tensor& first_miss,
+                             const at::Tensor& k, const at::Tensor& first_miss,
                              const char* op) {
   TORCH_CHECK(logits.dim() == 2, op, ": logits must be 2-D [N, K], got shape ", logits.sizes());
   const int64_t n = logits.size(0);
@@ -38,10 +38,10 @@ inline void check_per_sample(const at::Tensor& logits, const at::Tensor& labels,
               "] to match logits, got ", labels.sizes());
   TORCH_CHECK(labels.scalar_type() == at::kLong, op, ": labels must be int64, got ",
               labels.scalar_type());
-  TORCH_CHECK(hits.dim() == 1 && hits.size(0) == n, op, ": hits must have shape [", n,
-              "] to match logits, got ", hits.sizes());
-  TORCH_CHECK(hits.scalar_type() == at::kInt, op, ": hits must be int32, got ", hits.scalar_type());
-  TORCH_CHECK(hits.is_contiguous(), op, ": hits must be contiguous (it is written in place)");
+  TORCH_CHECK(k.dim() == 1 && k.size(0) == n, op, ": k must have shape [", n,
+              "] to match logits, got ", k.sizes());
+  TORCH_CHECK(k.scalar_type() == at::kInt, op, ": k must be int32, got ", k.scalar_type());
+  TORCH_CHECK(k.is_contiguous(), op, ": k must be contiguous (it is written in place)");
   TORCH_CHECK(first_miss.dim() == 1 && first_miss.size(0) == n, op,
               ": first_miss must have shape [", n, "] to match logits, got ", first_miss.sizes());
   TORCH_CHECK(first_miss.scalar_type() == at::kInt, op, ": first_miss must be int32, got ",
@@ -51,7 +51,7 @@ inline void check_per_sample(const at::Tensor& logits, const at::Tensor& labels,
   const auto device = logits.device();
   TORCH_CHECK(labels.device() == device, op, ": labels is on ", labels.device(),
               " but logits is on ", device);
-  TORCH_CHECK(hits.device() == device, op, ": hits is on ", hits.device(), " but logits is on ",
+  TORCH_CHECK(k.device() == device, op, ": k is on ", k.device(), " but logits is on ",
               device);
   TORCH_CHECK(first_miss.device() == device, op, ": first_miss is on ", first_miss.device(),
               " but logits is on ", device);
@@ -59,7 +59,7 @@ inline void check_per_sample(const at::Tensor& logits, const at::Tensor& labels,
 
 // All arguments of pgd_step_ (the per-sample ones through check_per_sample).
 inline void check_step(const at::Tensor& x, const at::Tensor& x0, const at::Tensor& grad,
-                       const at::Tensor& logits, const at::Tensor& labels, const at::Tensor& hits,
+                       const at::Tensor& logits, const at::Tensor& labels, const at::Tensor& k,
                        const at::Tensor& first_miss, const at::Tensor& eps,
                        const at::Tensor& alpha, const at::Tensor& lo, const at::Tensor& hi) {
   const char* op = "pgd_step_";
@@ -96,7 +96,7 @@ inline void check_step(const at::Tensor& x, const at::Tensor& x0, const at::Tens
     TORCH_CHECK(t->device() == device, op, ": ", name, " is on ", t->device(), " but x is on ",
                 device);
   }
-  check_per_sample(logits, labels, hits, first_miss, op);
+  check_per_sample(logits, labels, k, first_miss, op);
 }
 
 }  // namespace gaave_fast

@@ -22,11 +22,11 @@ TORCH_LIBRARY(gaave_fast, m) {
   // projects onto the eps-ball around x0 and clamps to [lo, hi] (all per channel).
   m.def(
       "pgd_step_(Tensor(a!) x, Tensor x0, Tensor grad, Tensor logits, Tensor labels, "
-      "Tensor(b!) hits, Tensor(c!) first_miss, int step, Tensor eps, Tensor alpha, "
+      "Tensor(b!) k, Tensor(c!) first_miss, int step, Tensor eps, Tensor alpha, "
       "Tensor lo, Tensor hi) -> ()");
   // The counting half alone, for the last point x(S), which is not moved again.
   m.def(
-      "count_hits_(Tensor logits, Tensor labels, Tensor(a!) hits, Tensor(b!) first_miss, "
+      "count_k_(Tensor logits, Tensor labels, Tensor(a!) k, Tensor(b!) first_miss, "
       "int step) -> ()");
   m.def("build_info() -> str", &build_info);
 }

@@ -62,11 +62,11 @@ GAAVE_HD bool predicts_label(const T* row, int64_t num_classes, int64_t stride,
 }
 
 // Per-sample bookkeeping after evaluating the model at step `step`:
-// hits counts the steps whose prediction equals the label (k_i of the paper),
+// k counts the steps whose prediction equals the label (k_i of the paper),
 // first_miss keeps the first step whose prediction left it (-1 while none has).
-GAAVE_HD void record_hit(bool hit, int32_t step, int32_t* hits, int32_t* first_miss) {
-  if (hit) {
-    *hits += 1;
+GAAVE_HD void record_match(bool match, int32_t step, int32_t* k, int32_t* first_miss) {
+  if (match) {
+    *k += 1;
   } else if (*first_miss < 0) {
     *first_miss = step;
   }

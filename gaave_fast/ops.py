@@ -7,7 +7,7 @@ CUDA (csrc/cuda):
   logits f(x(s)) still predict the label (k_i += 1), record the first step whose
   prediction left the label, then move x to x(s+1) =
   clamp(clamp(x + alpha*sign(grad), x0 - eps, x0 + eps), lo, hi). One launch.
-* ``count_hits_``: the counting half alone, for the last point x(S).
+* ``count_k_``: the counting half alone, for the last point x(S).
 
 Each op has a reference here (``*_reference_``) written in plain PyTorch; the tests
 require the kernels to equal them exactly.
@@ -22,8 +22,8 @@ import torch
 __all__ = [
     "build_info",
     "channel_bounds",
-    "count_hits_",
-    "count_hits_reference_",
+    "count_k_",
+    "count_k_reference_",
     "cuda_available",
     "extension_error",
     "pgd_step_",
@@ -82,7 +82,7 @@ def pgd_step_(
     grad: torch.Tensor,
     logits: torch.Tensor,
     labels: torch.Tensor,
-    hits: torch.Tensor,
+    k: torch.Tensor,
     first_miss: torch.Tensor,
     step: int,
     eps: torch.Tensor,
@@ -90,7 +90,7 @@ def pgd_step_(
     lo: torch.Tensor,
     hi: torch.Tensor,
 ) -> None:
-    """One fused PGD step, in place on ``x``, ``hits`` and ``first_miss``.
+    """One fused PGD step, in place on ``x``, ``k`` and ``first_miss``.
 
     Args:
         x: adversarial batch x(s), N×C×H×W (or N×C×...), float32/bfloat16/float16,
@@ -99,7 +99,7 @@ def pgd_step_(
         grad: ∇x of the loss at x(s), x's shape and dtype. NaN entries move nothing.
         logits: N×K model output at x(s) (K ≥ 2), float32/bfloat16/float16.
         labels: N int64 labels.
-        hits: N int32 counters; ``hits[i] += argmax(logits[i]) == labels[i]`` (first
+        k: N int32 counters; ``k[i] += argmax(logits[i]) == labels[i]`` (first
             index wins ties; a row holding NaN never matches).
         first_miss: N int32; set to ``step`` where the prediction differs from the label
             and it is still negative.
@@ -109,23 +109,23 @@ def pgd_step_(
     """
     _require_extension()
     torch.ops.gaave_fast.pgd_step_(
-        x, x0, grad, logits, labels, hits, first_miss, step, eps, alpha, lo, hi
+        x, x0, grad, logits, labels, k, first_miss, step, eps, alpha, lo, hi
     )
 
 
-def count_hits_(
+def count_k_(
     logits: torch.Tensor,
     labels: torch.Tensor,
-    hits: torch.Tensor,
+    k: torch.Tensor,
     first_miss: torch.Tensor,
     step: int,
 ) -> None:
     """The counting half of :func:`pgd_step_` alone (for the last point x(S)).
 
-    Shapes: logits N×K, labels N int64, hits and first_miss N int32 (updated in place).
+    Shapes: logits N×K, labels N int64, k and first_miss N int32 (updated in place).
     """
     _require_extension()
-    torch.ops.gaave_fast.count_hits_(logits, labels, hits, first_miss, step)
+    torch.ops.gaave_fast.count_k_(logits, labels, k, first_miss, step)
 
 
 def channel_bounds(
@@ -169,18 +169,18 @@ def _per_channel(values: Sequence[float], channels: int, name: str) -> torch.Ten
 # --- pure-PyTorch references --------------------------------------------------------
 
 
-def count_hits_reference_(
+def count_k_reference_(
     logits: torch.Tensor,
     labels: torch.Tensor,
-    hits: torch.Tensor,
+    k: torch.Tensor,
     first_miss: torch.Tensor,
     step: int,
 ) -> None:
-    """Reference of :func:`count_hits_` in plain PyTorch (same arguments)."""
+    """Reference of :func:`count_k_` in plain PyTorch (same arguments)."""
     values = logits.float()
-    hit = (values.argmax(dim=1) == labels) & ~torch.isnan(values).any(dim=1)
-    hits.add_(hit.to(hits.dtype))
-    first_miss.copy_(torch.where(~hit & (first_miss < 0), step, first_miss))
+    match = (values.argmax(dim=1) == labels) & ~torch.isnan(values).any(dim=1)
+    k.add_(match.to(k.dtype))
+    first_miss.copy_(torch.where(~match & (first_miss < 0), step, first_miss))
 
 
 def pgd_step_reference_(
@@ -189,7 +189,7 @@ def pgd_step_reference_(
     grad: torch.Tensor,
     logits: torch.Tensor,
     labels: torch.Tensor,
-    hits: torch.Tensor,
+    k: torch.Tensor,
     first_miss: torch.Tensor,
     step: int,
     eps: torch.Tensor,
@@ -198,7 +198,7 @@ def pgd_step_reference_(
     hi: torch.Tensor,
 ) -> None:
     """Reference of :func:`pgd_step_` in plain PyTorch (same arguments), float32 math."""
-    count_hits_reference_(logits, labels, hits, first_miss, step)
+    count_k_reference_(logits, labels, k, first_miss, step)
     shape = (1, -1) + (1,) * (x.dim() - 2)
     e, a, l, h = (t.view(shape) for t in (eps, alpha, lo, hi))
     direction = torch.sign(grad.float())
@@ -220,7 +220,7 @@ def _clamp_to(y: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tens
 if _LOAD_ERROR is None:
 
     @torch.library.register_fake("gaave_fast::pgd_step_")
-    def _pgd_step_fake(x, x0, grad, logits, labels, hits, first_miss, step, eps, alpha, lo, hi):
+    def _pgd_step_fake(x, x0, grad, logits, labels, k, first_miss, step, eps, alpha, lo, hi):
         torch._check(x.dim() >= 2, lambda: f"pgd_step_: x must be at least 2-D, got {x.shape}")
         torch._check(x0.shape == x.shape, lambda: f"pgd_step_: x0 {x0.shape} != x {x.shape}")
         torch._check(grad.shape == x.shape, lambda: f"pgd_step_: grad {grad.shape} != x {x.shape}")
@@ -233,8 +233,8 @@ if _LOAD_ERROR is None:
             )
         return None
 
-    @torch.library.register_fake("gaave_fast::count_hits_")
-    def _count_hits_fake(logits, labels, hits, first_miss, step):
-        torch._check(logits.dim() == 2, lambda: "count_hits_: logits must be 2-D [N, K]")
-        torch._check(labels.shape[0] == logits.shape[0], lambda: "count_hits_: labels must be [N]")
+    @torch.library.register_fake("gaave_fast::count_k_")
+    def _count_k_fake(logits, labels, k, first_miss, step):
+        torch._check(logits.dim() == 2, lambda: "count_k_: logits must be 2-D [N, K]")
+        torch._check(labels.shape[0] == logits.shape[0], lambda: "count_k_: labels must be [N]")
         return None

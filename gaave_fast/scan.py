@@ -39,8 +39,8 @@ __all__ = ["scan"]
 StepFn = Callable[..., None]
 CountFn = Callable[..., None]
 _BACKENDS: dict[str, tuple[StepFn, CountFn]] = {
-    "fused": (ops.pgd_step_, ops.count_hits_),
-    "torch": (ops.pgd_step_reference_, ops.count_hits_reference_),
+    "fused": (ops.pgd_step_, ops.count_k_),
+    "torch": (ops.pgd_step_reference_, ops.count_k_reference_),
 }
 
 
@@ -217,7 +217,7 @@ class _Attack:
         """Attack one batch; returns device tensors (no host synchronisation)."""
         n = x0.shape[0]
         eps, alpha, lo, hi = self.bounds(x0.shape[1])
-        hits = torch.zeros(n, dtype=torch.int32, device=self.device)
+        k = torch.zeros(n, dtype=torch.int32, device=self.device)
         first_miss = torch.full((n,), -1, dtype=torch.int32, device=self.device)
         x = x0.clone()
         clean = None
@@ -232,12 +232,12 @@ class _Attack:
             loss = F.cross_entropy(logits.float(), labels, reduction="sum")
             (grad,) = torch.autograd.grad(loss, x)
             x = x.detach()
-            self.step_fn(x, x0, grad, logits.detach(), labels, hits, first_miss, s, eps, alpha, lo, hi)
+            self.step_fn(x, x0, grad, logits.detach(), labels, k, first_miss, s, eps, alpha, lo, hi)
         with torch.no_grad(), self._autocast():
             logits = self._logits(x, n, label_max)
-        self.count_fn(logits, labels, hits, first_miss, self.steps)
+        self.count_fn(logits, labels, k, first_miss, self.steps)
         clean = logits if clean is None else clean
-        return dict(hits=hits, first_miss=first_miss, pred=clean.argmax(dim=1), margin=_margin(clean, labels),
+        return dict(k=k, first_miss=first_miss, pred=clean.argmax(dim=1), margin=_margin(clean, labels),
                     loss=F.cross_entropy(clean.float(), labels, reduction="none"),
                     finite=torch.isfinite(x0).flatten(1).all(dim=1))
 
@@ -335,7 +335,7 @@ def _run(loader, attack: _Attack, store: ScanCheckpoint | None, checkpoint_every
             raise ValueError(f"batch {p.number}: the image at dataset index {bad} holds NaN or Inf values")
         done["index"].append(p.indices)
         done["label"].append(p.labels)
-        done["k"].append(out["hits"].numpy().astype(np.int16))
+        done["k"].append(out["k"].numpy().astype(np.int16))
         done["first_miss"].append(out["first_miss"].numpy().astype(np.int16))
         done["pred"].append(out["pred"].numpy().astype(np.int64))
         done["margin"].append(out["margin"].numpy().astype(np.float32))

@@ -47,7 +47,7 @@ def make_batch(shape, dtype, device, seed, num_classes=7, channels_last=False, n
         tensors = [t.contiguous(memory_format=torch.channels_last) for t in tensors]
     x, x0, grad = (t.to(device) for t in tensors)
     state = dict(
-        hits=torch.randint(0, 3, (n,), generator=gen, dtype=torch.int32).to(device),
+        k=torch.randint(0, 3, (n,), generator=gen, dtype=torch.int32).to(device),
         first_miss=torch.where(torch.rand(n, generator=gen) < 0.5, -1, 1).to(torch.int32).to(device),
     )
     return dict(x=x, x0=x0, grad=grad, logits=logits.to(device), labels=labels.to(device),
@@ -56,9 +56,9 @@ def make_batch(shape, dtype, device, seed, num_classes=7, channels_last=False, n
 
 def run_both(b, step=2, logits_dtype=None):
     logits = b["logits"] if logits_dtype is None else b["logits"].to(logits_dtype)
-    ref = {k: b[k].clone() for k in ("x", "hits", "first_miss")}
-    out = {k: b[k].clone(memory_format=torch.preserve_format) for k in ("x", "hits", "first_miss")}
-    args = lambda s: (s["x"], b["x0"], b["grad"], logits, b["labels"], s["hits"], s["first_miss"], step,
+    ref = {name: b[name].clone() for name in ("x", "k", "first_miss")}
+    out = {name: b[name].clone(memory_format=torch.preserve_format) for name in ("x", "k", "first_miss")}
+    args = lambda s: (s["x"], b["x0"], b["grad"], logits, b["labels"], s["k"], s["first_miss"], step,
                       b["eps"], b["alpha"], b["lo"], b["hi"])
     ops.pgd_step_(*args(out))
     ops.pgd_step_reference_(*args(ref))
@@ -66,8 +66,8 @@ def run_both(b, step=2, logits_dtype=None):
 
 
 def assert_same(out, ref, seed):
-    for k in ref:
-        assert torch.equal(out[k], ref[k]), f"{k} differs from the reference (seed {seed})"
+    for name in ref:
+        assert torch.equal(out[name], ref[name]), f"{name} differs from the reference (seed {seed})"
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -115,22 +115,22 @@ def test_ties_and_nan_logits(device):
     """Ties go to the first index (as torch.argmax); a row with NaN never matches."""
     logits = torch.tensor(
         [[1.0, 3.0, 3.0, 0.0],   # tie between 1 and 2: predicts 1
-         [1.0, 3.0, 3.0, 0.0],   # same row, label 2: no hit
+         [1.0, 3.0, 3.0, 0.0],   # same row, label 2: no match
          [2.0, 2.0, 2.0, 2.0],   # all equal: predicts 0
-         [float("nan"), 1.0, 0.0, 0.0],  # NaN at the label: no hit
-         [5.0, float("nan"), 0.0, 0.0],  # NaN elsewhere: no hit
+         [float("nan"), 1.0, 0.0, 0.0],  # NaN at the label: no match
+         [5.0, float("nan"), 0.0, 0.0],  # NaN elsewhere: no match
          [0.0, 0.0, 0.0, 9.0]],
         device=device,
     )
     labels = torch.tensor([1, 2, 0, 0, 0, 3], device=device)
-    hits = torch.zeros(6, dtype=torch.int32, device=device)
+    k = torch.zeros(6, dtype=torch.int32, device=device)
     first_miss = torch.full((6,), -1, dtype=torch.int32, device=device)
-    ops.count_hits_(logits, labels, hits, first_miss, 4)
-    assert hits.tolist() == [1, 0, 1, 0, 0, 1]
+    ops.count_k_(logits, labels, k, first_miss, 4)
+    assert k.tolist() == [1, 0, 1, 0, 0, 1]
     assert first_miss.tolist() == [-1, 4, -1, 4, 4, -1]
-    ref_hits, ref_miss = torch.zeros_like(hits), torch.full_like(first_miss, -1)
-    ops.count_hits_reference_(logits, labels, ref_hits, ref_miss, 4)
-    assert torch.equal(hits, ref_hits) and torch.equal(first_miss, ref_miss)
+    ref_k, ref_miss = torch.zeros_like(k), torch.full_like(first_miss, -1)
+    ops.count_k_reference_(logits, labels, ref_k, ref_miss, 4)
+    assert torch.equal(k, ref_k) and torch.equal(first_miss, ref_miss)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -140,10 +140,10 @@ def test_nan_grad_moves_nothing(device):
     grad = torch.full_like(x, float("nan"))
     grad[1] = 1.0
     eps, alpha, lo, hi = ops.channel_bounds(0.1, 0.05, 3, device=device)
-    hits = torch.zeros(2, dtype=torch.int32, device=device)
+    k = torch.zeros(2, dtype=torch.int32, device=device)
     miss = torch.full((2,), -1, dtype=torch.int32, device=device)
     logits = torch.zeros(2, 3, device=device)
-    ops.pgd_step_(x, x0, grad, logits, torch.zeros(2, dtype=torch.long, device=device), hits, miss, 0,
+    ops.pgd_step_(x, x0, grad, logits, torch.zeros(2, dtype=torch.long, device=device), k, miss, 0,
                   eps, alpha, lo, hi)
     assert torch.equal(x[0], x0[0])
     assert torch.allclose(x[1], torch.full_like(x[1], 0.55))
@@ -156,15 +156,15 @@ def test_closed_form_projection(device):
     x = x0.clone()
     grad = torch.ones_like(x)
     eps, alpha, lo, hi = ops.channel_bounds(0.05, 0.02, 2, device=device)
-    hits = torch.zeros(1, dtype=torch.int32, device=device)
+    k = torch.zeros(1, dtype=torch.int32, device=device)
     miss = torch.full((1,), -1, dtype=torch.int32, device=device)
     logits = torch.tensor([[0.0, 1.0]], device=device)
     for s in range(5):
-        ops.pgd_step_(x, x0, grad, logits, torch.ones(1, dtype=torch.long, device=device), hits, miss, s,
+        ops.pgd_step_(x, x0, grad, logits, torch.ones(1, dtype=torch.long, device=device), k, miss, s,
                       eps, alpha, lo, hi)
     assert torch.allclose(x[0, 0], torch.full((2, 2), 0.25, device=device))
     assert torch.equal(x[0, 1], torch.ones(2, 2, device=device))
-    assert hits.item() == 5 and miss.item() == -1
+    assert k.item() == 5 and miss.item() == -1
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -172,14 +172,14 @@ def test_many_steps_equal_reference(device):
     """S chained steps (the scan's inner loop) stay identical to the reference."""
     seed = fresh_seed()
     b = make_batch((6, 3, 12, 12), torch.float32, device, seed)
-    out = {k: b[k].clone() for k in ("x", "hits", "first_miss")}
-    ref = {k: b[k].clone() for k in ("x", "hits", "first_miss")}
+    out = {name: b[name].clone() for name in ("x", "k", "first_miss")}
+    ref = {name: b[name].clone() for name in ("x", "k", "first_miss")}
     gen = torch.Generator().manual_seed(seed)
     for s in range(8):
         grad = torch.randn(b["x"].shape, generator=gen).to(device)
         logits = torch.randn(6, 7, generator=gen).to(device)
         for fn, st in ((ops.pgd_step_, out), (ops.pgd_step_reference_, ref)):
-            fn(st["x"], b["x0"], grad, logits, b["labels"], st["hits"], st["first_miss"], s,
+            fn(st["x"], b["x0"], grad, logits, b["labels"], st["k"], st["first_miss"], s,
                b["eps"], b["alpha"], b["lo"], b["hi"])
     assert_same(out, ref, seed)
     # Inside the ball up to the rounding of x0 ± eps in float32.
@@ -192,8 +192,8 @@ def test_empty_batch_is_noop(device):
     b = make_batch((1, 3, 4, 4), torch.float32, device, 0)
     empty = {k: (v[:0] if k not in ("eps", "alpha", "lo", "hi") else v) for k, v in b.items()}
     out, ref = run_both(empty)
-    assert out["x"].shape == (0, 3, 4, 4) and out["hits"].shape == (0,)
-    ops.count_hits_(empty["logits"], empty["labels"], empty["hits"], empty["first_miss"], 0)
+    assert out["x"].shape == (0, 3, 4, 4) and out["k"].shape == (0,)
+    ops.count_k_(empty["logits"], empty["labels"], empty["k"], empty["first_miss"], 0)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -201,19 +201,19 @@ def test_opcheck(device):
     b = make_batch((3, 3, 5, 6), torch.float32, device, 1)
     torch.library.opcheck(
         torch.ops.gaave_fast.pgd_step_.default,
-        (b["x"], b["x0"], b["grad"], b["logits"], b["labels"], b["hits"], b["first_miss"], 1,
+        (b["x"], b["x0"], b["grad"], b["logits"], b["labels"], b["k"], b["first_miss"], 1,
          b["eps"], b["alpha"], b["lo"], b["hi"]),
     )
     torch.library.opcheck(
-        torch.ops.gaave_fast.count_hits_.default,
-        (b["logits"], b["labels"], b["hits"], b["first_miss"], 3),
+        torch.ops.gaave_fast.count_k_.default,
+        (b["logits"], b["labels"], b["k"], b["first_miss"], 3),
     )
 
 
 def _bad(**changes):
     b = make_batch((2, 3, 4, 4), torch.float32, "cpu", 0)
     b.update(changes)
-    return (b["x"], b["x0"], b["grad"], b["logits"], b["labels"], b["hits"], b["first_miss"], 0,
+    return (b["x"], b["x0"], b["grad"], b["logits"], b["labels"], b["k"], b["first_miss"], 0,
             b["eps"], b["alpha"], b["lo"], b["hi"])
 
 
@@ -233,8 +233,8 @@ def _bad(**changes):
         (dict(logits=torch.zeros(2, 7, dtype=torch.float64)), "logits must be float32"),
         (dict(labels=torch.zeros(2, dtype=torch.int32)), "labels must be int64"),
         (dict(labels=torch.zeros(3, dtype=torch.long)), "labels must have shape [2] to match logits, got [3]"),
-        (dict(hits=torch.zeros(2, dtype=torch.int64)), "hits must be int32"),
-        (dict(hits=torch.zeros(4, dtype=torch.int32)[::2]), "hits must be contiguous"),
+        (dict(k=torch.zeros(2, dtype=torch.int64)), "k must be int32"),
+        (dict(k=torch.zeros(4, dtype=torch.int32)[::2]), "k must be contiguous"),
         (dict(first_miss=torch.zeros(3, dtype=torch.int32)), "first_miss must have shape [2] to match logits, got [3]"),
         (dict(first_miss=torch.zeros(2, dtype=torch.float32)), "first_miss must be int32"),
         (dict(eps=torch.zeros(2)), "eps must be a per-channel tensor of shape [3], got [2]"),
@@ -261,9 +261,9 @@ def test_extension_links_the_shared_libstdcxx():
     assert not own, f"{_C.__file__} defines std::ostream members itself (static libstdc++): {own[:3]}"
 
 
-def test_count_hits_bad_arguments():
-    with pytest.raises(RuntimeError, match="hits must be int32"):
-        ops.count_hits_(torch.zeros(2, 3), torch.zeros(2, dtype=torch.long), torch.zeros(2),
+def test_count_k_bad_arguments():
+    with pytest.raises(RuntimeError, match="k must be int32"):
+        ops.count_k_(torch.zeros(2, 3), torch.zeros(2, dtype=torch.long), torch.zeros(2),
                         torch.zeros(2, dtype=torch.int32), 0)
 
 

@@ -144,7 +144,7 @@ def test_matches_torchattacks_pgd():
     images, labels = data(11, n=40)
     eps, alpha, steps = 8 / 255, 2 / 255, 6
 
-    hits = torch.zeros(len(labels), dtype=torch.int64)
+    k = torch.zeros(len(labels), dtype=torch.int64)
     points = []
 
     class Counting(torch.nn.Module):
@@ -154,7 +154,7 @@ def test_matches_torchattacks_pgd():
 
         def forward(self, x):
             out = self.inner(x)
-            hits.add_((out.argmax(1) == labels).long())
+            k.add_((out.argmax(1) == labels).long())
             points.append(x.detach().clone())
             return out
 
@@ -166,7 +166,7 @@ def test_matches_torchattacks_pgd():
 
     result = scan(model, DataLoader(TensorDataset(images, labels), batch_size=40), eps=eps, alpha=alpha,
                   steps=steps, progress=False)
-    np.testing.assert_array_equal(result.k, hits.numpy())
+    np.testing.assert_array_equal(result.k, k.numpy())
     assert 0 < result.k.mean() < steps + 1
 
 

@@ -5,9 +5,9 @@
 
 namespace gaave_fast {
 
-// Adds 1 to hits[i] where argmax(logits[i]) == labels[i]; sets first_miss[i] = step
+// Adds 1 to k[i] where argmax(logits[i]) == labels[i]; sets first_miss[i] = step
 // where it does not and first_miss[i] < 0. Arguments already checked.
-void count_hits_cpu_kernel(const at::Tensor& logits, const at::Tensor& labels, at::Tensor& hits,
+void count_k_cpu_kernel(const at::Tensor& logits, const at::Tensor& labels, at::Tensor& k,
                            at::Tensor& first_miss, int64_t step);
 
 }  // namespace gaave_fast

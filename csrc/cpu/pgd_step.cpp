@@ -1,4 +1,4 @@
-// CPU kernel of gaave_fast::pgd_step_: count hits, then one in-place PGD step.
+// CPU kernel of gaave_fast::pgd_step_: count k, then one in-place PGD step.
 //
 // The element arithmetic is gaave_fast::pgd_update (csrc/pgd_step.h), shared with
 // the CUDA kernel. Loops are written over contiguous spans with loop-invariant or
@@ -167,13 +167,13 @@ void step_channels_last(T* x, const T* x0, const T* g, int64_t numel, int64_t ch
 }
 
 void pgd_step_cpu(at::Tensor x, const at::Tensor& x0, const at::Tensor& grad,
-                  const at::Tensor& logits, const at::Tensor& labels, at::Tensor hits,
+                  const at::Tensor& logits, const at::Tensor& labels, at::Tensor k,
                   at::Tensor first_miss, int64_t step, const at::Tensor& eps,
                   const at::Tensor& alpha, const at::Tensor& lo, const at::Tensor& hi) {
-  check_step(x, x0, grad, logits, labels, hits, first_miss, eps, alpha, lo, hi);
+  check_step(x, x0, grad, logits, labels, k, first_miss, eps, alpha, lo, hi);
   TORCH_CHECK(x.device().is_cpu(), "pgd_step_: x must be on the CPU for this kernel");
   // Count at the current point before moving it: logits were computed at x(s).
-  count_hits_cpu_kernel(logits, labels, hits, first_miss, step);
+  count_k_cpu_kernel(logits, labels, k, first_miss, step);
   if (x.numel() == 0) return;
 
   const Layout layout = layout_of(x);

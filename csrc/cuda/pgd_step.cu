@@ -43,12 +43,12 @@ template <typename T, typename L, int kVec, bool kChannelsLast, typename I>
 __global__ void pgd_step_kernel(T* __restrict__ x, const T* __restrict__ x0,
                                 const T* __restrict__ g, I numel, I channels, I inner,
                                 Params p, const L* __restrict__ logits,
-                                const int64_t* __restrict__ labels, int32_t* hits,
+                                const int64_t* __restrict__ labels, int32_t* k,
                                 int32_t* first_miss, int64_t n, int64_t num_classes,
                                 int32_t step) {
   const I tid = blockIdx.x * static_cast<I>(blockDim.x) + threadIdx.x;
   const I stride = static_cast<I>(gridDim.x) * blockDim.x;
-  count_rows(logits, labels, hits, first_miss, n, num_classes, step, tid, stride);
+  count_rows(logits, labels, k, first_miss, n, num_classes, step, tid, stride);
 
   const I packs = numel / kVec;
   for (I v = tid; v < packs; v += stride) {
@@ -81,20 +81,20 @@ bool aligned(const void* ptr, int bytes) {
 
 template <typename T, typename L, int kVec, bool kChannelsLast, typename I>
 void launch(T* x, const T* x0, const T* g, int64_t numel, int64_t channels, int64_t inner,
-            Params p, const L* logits, const int64_t* labels, int32_t* hits,
+            Params p, const L* logits, const int64_t* labels, int32_t* k,
             int32_t* first_miss, int64_t n, int64_t num_classes, int32_t step) {
   const int blocks = blocks_for(std::max<int64_t>(numel / kVec, n));
   pgd_step_kernel<T, L, kVec, kChannelsLast, I>
       <<<blocks, kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
           x, x0, g, static_cast<I>(numel), static_cast<I>(channels), static_cast<I>(inner), p,
-          logits, labels, hits, first_miss, n, num_classes, step);
+          logits, labels, k, first_miss, n, num_classes, step);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
 template <typename T, typename L, bool kChannelsLast>
 void launch_indexed(T* x, const T* x0, const T* g, int64_t numel, int64_t channels,
                     int64_t inner, Params p, const L* logits, const int64_t* labels,
-                    int32_t* hits, int32_t* first_miss, int64_t n, int64_t num_classes,
+                    int32_t* k, int32_t* first_miss, int64_t n, int64_t num_classes,
                     int32_t step) {
   constexpr int kVec = 16 / sizeof(T);
   const bool vec_ok = aligned(x, 16) && aligned(x0, 16) && aligned(g, 16);
@@ -102,30 +102,30 @@ void launch_indexed(T* x, const T* x0, const T* g, int64_t numel, int64_t channe
   const bool small = numel < (int64_t{1} << 31) - kThreads * 65536LL;
   if (vec_ok && small) {
     launch<T, L, kVec, kChannelsLast, int32_t>(x, x0, g, numel, channels, inner, p, logits,
-                                               labels, hits, first_miss, n, num_classes, step);
+                                               labels, k, first_miss, n, num_classes, step);
   } else if (vec_ok) {
     launch<T, L, kVec, kChannelsLast, int64_t>(x, x0, g, numel, channels, inner, p, logits,
-                                               labels, hits, first_miss, n, num_classes, step);
+                                               labels, k, first_miss, n, num_classes, step);
   } else if (small) {
     launch<T, L, 1, kChannelsLast, int32_t>(x, x0, g, numel, channels, inner, p, logits, labels,
-                                            hits, first_miss, n, num_classes, step);
+                                            k, first_miss, n, num_classes, step);
   } else {
     launch<T, L, 1, kChannelsLast, int64_t>(x, x0, g, numel, channels, inner, p, logits, labels,
-                                            hits, first_miss, n, num_classes, step);
+                                            k, first_miss, n, num_classes, step);
   }
 }
 
 void pgd_step_cuda(at::Tensor x, const at::Tensor& x0, const at::Tensor& grad,
-                   const at::Tensor& logits, const at::Tensor& labels, at::Tensor hits,
+                   const at::Tensor& logits, const at::Tensor& labels, at::Tensor k,
                    at::Tensor first_miss, int64_t step, const at::Tensor& eps,
                    const at::Tensor& alpha, const at::Tensor& lo, const at::Tensor& hi) {
-  check_step(x, x0, grad, logits, labels, hits, first_miss, eps, alpha, lo, hi);
+  check_step(x, x0, grad, logits, labels, k, first_miss, eps, alpha, lo, hi);
   TORCH_CHECK(x.is_cuda(), "pgd_step_: x must be a CUDA tensor for this kernel");
   const int64_t n = logits.size(0);
   if (n == 0) return;
   const c10::cuda::CUDAGuard guard(x.device());
   if (x.numel() == 0) {  // nothing to move; the count alone still applies
-    count_hits_cuda_launch(logits, labels, hits, first_miss, step);
+    count_k_cuda_launch(logits, labels, k, first_miss, step);
     return;
   }
   const Layout layout = layout_of(x);
@@ -152,12 +152,12 @@ void pgd_step_cuda(at::Tensor x, const at::Tensor& x0, const at::Tensor& grad,
       const int64_t* yp = targets.const_data_ptr<int64_t>();
       if (layout == Layout::Contiguous) {
         launch_indexed<T, scalar_t, false>(xp, x0p, gp, numel, channels, inner, p, lp, yp,
-                                           hits.data_ptr<int32_t>(),
+                                           k.data_ptr<int32_t>(),
                                            first_miss.data_ptr<int32_t>(), n, rows.size(1),
                                            step32);
       } else {
         launch_indexed<T, scalar_t, true>(xp, x0p, gp, numel, channels, inner, p, lp, yp,
-                                          hits.data_ptr<int32_t>(),
+                                          k.data_ptr<int32_t>(),
                                           first_miss.data_ptr<int32_t>(), n, rows.size(1),
                                           step32);
       }

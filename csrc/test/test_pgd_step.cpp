@@ -44,12 +44,12 @@ void test_arithmetic() {
   const float strided[] = {0.f, 9.f, 5.f, 9.f, 1.f, 9.f};
   expect(gaave_fast::predicts_label(strided, 3, 2, 1), "strided row");
 
-  int32_t hits = 0, first_miss = -1;
-  gaave_fast::record_hit(true, 0, &hits, &first_miss);
-  gaave_fast::record_hit(false, 1, &hits, &first_miss);
-  gaave_fast::record_hit(false, 2, &hits, &first_miss);
-  gaave_fast::record_hit(true, 3, &hits, &first_miss);
-  expect(hits == 2 && first_miss == 1, "record_hit keeps the first miss");
+  int32_t k = 0, first_miss = -1;
+  gaave_fast::record_match(true, 0, &k, &first_miss);
+  gaave_fast::record_match(false, 1, &k, &first_miss);
+  gaave_fast::record_match(false, 2, &k, &first_miss);
+  gaave_fast::record_match(true, 3, &k, &first_miss);
+  expect(k == 2 && first_miss == 1, "record_match keeps the first miss");
 }
 
 void test_registered_op(bool channels_last) {
@@ -65,7 +65,7 @@ void test_registered_op(bool channels_last) {
   }
   const at::Tensor logits = at::randn({n, k});
   const at::Tensor labels = at::randint(0, k, {n}, at::kLong);
-  at::Tensor hits = at::zeros({n}, at::kInt);
+  at::Tensor k = at::zeros({n}, at::kInt);
   at::Tensor first_miss = at::full({n}, -1, at::kInt);
   const at::Tensor eps = at::tensor({0.01f, 0.02f, 0.03f});
   const at::Tensor alpha = at::tensor({0.004f, 0.004f, 0.01f});
@@ -79,33 +79,33 @@ void test_registered_op(bool channels_last) {
   y = at::where(y > x0 + view(eps), x0 + view(eps), y);
   y = at::where(y < view(lo), view(lo), y);
   y = at::where(y > view(hi), view(hi), y);
-  const at::Tensor hit = logits.argmax(1).eq(labels);
-  const at::Tensor ref_hits = hit.to(at::kInt);
-  const at::Tensor ref_miss = at::where(hit, at::full({n}, -1, at::kInt), at::full({n}, 3, at::kInt));
+  const at::Tensor match = logits.argmax(1).eq(labels);
+  const at::Tensor ref_k = match.to(at::kInt);
+  const at::Tensor ref_miss = at::where(match, at::full({n}, -1, at::kInt), at::full({n}, 3, at::kInt));
 
   auto op = c10::Dispatcher::singleton()
                 .findSchemaOrThrow("gaave_fast::pgd_step_", "")
                 .typed<void(at::Tensor, const at::Tensor&, const at::Tensor&, const at::Tensor&,
                             const at::Tensor&, at::Tensor, at::Tensor, int64_t, const at::Tensor&,
                             const at::Tensor&, const at::Tensor&, const at::Tensor&)>();
-  op.call(x, x0, grad, logits, labels, hits, first_miss, 3, eps, alpha, lo, hi);
+  op.call(x, x0, grad, logits, labels, k, first_miss, 3, eps, alpha, lo, hi);
   expect(at::equal(x, y), channels_last ? "op == ATen reference (channels_last)" : "op == ATen reference");
-  expect(at::equal(hits, ref_hits), "hits == reference");
+  expect(at::equal(k, ref_k), "k == reference");
   expect(at::equal(first_miss, ref_miss), "first_miss == reference");
 }
 
 void test_bad_argument() {
   auto op = c10::Dispatcher::singleton()
-                .findSchemaOrThrow("gaave_fast::count_hits_", "")
+                .findSchemaOrThrow("gaave_fast::count_k_", "")
                 .typed<void(const at::Tensor&, const at::Tensor&, at::Tensor, at::Tensor, int64_t)>();
   bool threw = false;
   try {
     op.call(at::zeros({2, 3}), at::zeros({2}, at::kLong), at::zeros({2}, at::kLong),
             at::zeros({2}, at::kInt), 0);
   } catch (const c10::Error& e) {
-    threw = std::string(e.what()).find("hits must be int32") != std::string::npos;
+    threw = std::string(e.what()).find("k must be int32") != std::string::npos;
   }
-  expect(threw, "bad hits dtype raises a message naming hits");
+  expect(threw, "bad k dtype raises a message naming k");
 }
 
 }  // namespace
