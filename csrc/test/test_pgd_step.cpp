@@ -54,7 +54,7 @@ void test_arithmetic() {
 
 void test_registered_op(bool channels_last) {
   at::manual_seed(7);
-  const int64_t n = 6, c = 3, h = 9, w = 11, k = 5;
+  const int64_t n = 6, c = 3, h = 9, w = 11, classes = 5;
   at::Tensor x0 = at::rand({n, c, h, w});
   at::Tensor x = x0 + 0.02 * at::randn({n, c, h, w});
   at::Tensor grad = at::randn({n, c, h, w});
@@ -63,8 +63,8 @@ void test_registered_op(bool channels_last) {
     x0 = x0.contiguous(at::MemoryFormat::ChannelsLast);
     grad = grad.contiguous(at::MemoryFormat::ChannelsLast);
   }
-  const at::Tensor logits = at::randn({n, k});
-  const at::Tensor labels = at::randint(0, k, {n}, at::kLong);
+  const at::Tensor logits = at::randn({n, classes});
+  const at::Tensor labels = at::randint(0, classes, {n}, at::kLong);
   at::Tensor k = at::zeros({n}, at::kInt);
   at::Tensor first_miss = at::full({n}, -1, at::kInt);
   const at::Tensor eps = at::tensor({0.01f, 0.02f, 0.03f});
