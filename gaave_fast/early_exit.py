@@ -25,15 +25,12 @@ import torch.nn.functional as F
 
 from gaave_fast import ops
 from gaave_fast.batches import parse_batch, refuses_positions
-from gaave_fast.checkpoint import ScanCheckpoint
+from gaave_fast.checkpoint import ScanCheckpoint, image_checksums
 from gaave_fast.result import COLUMNS, DECIDE_COLUMNS
 
 __all__ = ["run_decided"]
 
 _DECIDE_BACKENDS = {"fused": ops.pgd_decide_step_, "torch": ops.pgd_decide_step_reference_}
-
-# The per-sample device state of the active set, by name.
-_STATE = ("k", "first_miss", "step", "decided", "pred", "margin", "loss")
 
 
 def _refill_every(device: torch.device) -> int:
@@ -57,6 +54,13 @@ class _Queued:
     labels: torch.Tensor  # n int64 on the device
     index: np.ndarray  # n int64 dataset indices
     label: np.ndarray  # n int64
+    checksum: np.ndarray  # n float32 image checksums, for the checkpoint
+
+    def split(self, n: int) -> tuple[_Queued, _Queued]:
+        """The first n samples and the rest."""
+        head = _Queued(self.number, self.x0[:n], self.labels[:n], self.index[:n], self.label[:n], self.checksum[:n])
+        tail = _Queued(self.number, self.x0[n:], self.labels[n:], self.index[n:], self.label[n:], self.checksum[n:])
+        return head, tail
 
 
 class _ActiveSet:
@@ -64,8 +68,11 @@ class _ActiveSet:
 
     def __init__(self, memory_format: torch.memory_format) -> None:
         self.memory_format = memory_format  # the scan's layout, kept through index_select and cat
+        # Host copies per slot: dataset index, label, loader batch number (for messages), checksum.
         self.index = np.zeros(0, np.int64)
         self.label = np.zeros(0, np.int64)
+        self.number = np.zeros(0, np.int64)
+        self.checksum = np.zeros(0, np.float32)
         self.x0: torch.Tensor | None = None
         self.x: torch.Tensor | None = None
         self.labels: torch.Tensor | None = None
@@ -79,6 +86,7 @@ class _ActiveSet:
         if len(rows) == len(self):
             return
         self.index, self.label = self.index[rows], self.label[rows]
+        self.number, self.checksum = self.number[rows], self.checksum[rows]
         if len(rows) == 0:
             self.x0 = self.x = self.labels = None
             self.state = {}
@@ -100,9 +108,12 @@ class _ActiveSet:
             pred=torch.zeros(n, dtype=torch.int64, device=dev),
             margin=torch.zeros(n, dtype=torch.float32, device=dev),
             loss=torch.zeros(n, dtype=torch.float32, device=dev),
+            finite_logits=torch.ones(n, dtype=torch.bool, device=dev),
         )
         self.index = np.concatenate([self.index, q.index])
         self.label = np.concatenate([self.label, q.label])
+        self.number = np.concatenate([self.number, np.full(n, q.number)])
+        self.checksum = np.concatenate([self.checksum, q.checksum])
         if self.x0 is None:
             self.x0, self.x, self.labels, self.state = q.x0, q.x0.clone(), q.labels, fresh
             return
@@ -132,14 +143,13 @@ def run_decided(loader, attack, tau: int, backend: str, store: ScanCheckpoint | 
     from gaave_fast.scan import _loader_size, _progress
 
     names = (*COLUMNS, *DECIDE_COLUMNS)
-    done: dict[str, list[np.ndarray]] = {name: [] for name in names}
+    done: dict[str, list[np.ndarray]] = {name: [] for name in (*names, "checksum")}
     finished: set[int] = set()
-    if store is not None:
-        saved = store.load()
-        if saved is not None:
-            for name in names:
-                done[name].append(saved[name])
-            finished.update(saved["index"].tolist())
+    saved = store.load() if store is not None else None
+    if saved is not None:
+        for name, parts in done.items():
+            parts.append(saved[name])
+        finished.update(saved["index"].tolist())
 
     step_fn = _DECIDE_BACKENDS[backend]
     steps = attack.steps
@@ -179,6 +189,9 @@ def run_decided(loader, attack, tau: int, backend: str, store: ScanCheckpoint | 
         position += n
         idx = indices.numpy()
         todo = np.array([i not in finished for i in idx.tolist()], dtype=bool)
+        if saved is not None and not todo.all():
+            store.check_samples(saved, number, idx[~todo], batch.labels.cpu().numpy()[~todo],
+                                image_checksums(batch.images[torch.from_numpy(~todo).to(batch.images.device)]))
         if not todo.any():  # finished before a resume
             return True
         repeated = [i for i in idx[todo].tolist() if i in seen]
@@ -196,7 +209,8 @@ def run_decided(loader, attack, tau: int, backend: str, store: ScanCheckpoint | 
         if not bool(finite.all()):
             bad = idx[todo][int((~finite).nonzero()[0, 0])]
             raise ValueError(f"batch {number}: the image at dataset index {bad} holds NaN or Inf values")
-        queue.append(_Queued(number, x0, labels.to(device, non_blocking=True), idx[todo], labels.numpy()))
+        checksum = image_checksums(images).cpu().numpy().astype(np.float32)
+        queue.append(_Queued(number, x0, labels.to(device, non_blocking=True), idx[todo], labels.numpy(), checksum))
         queued += len(labels)
         return True
 
@@ -208,6 +222,11 @@ def run_decided(loader, attack, tau: int, backend: str, store: ScanCheckpoint | 
         out = state["decided"]
         if not out.any():
             return
+        if not state["finite_logits"][out].all():
+            bad = int(np.flatnonzero(out & ~state["finite_logits"])[0])
+            raise ValueError(f"batch {active.number[bad]}: the model's logits for dataset index {active.index[bad]} "
+                             "are NaN or Inf, so k would be meaningless; check the model (and --mean/--std) on that "
+                             "image")
         steps_run = state["step"][out].astype(np.int16) - 1  # step was advanced past the decision
         done["index"].append(active.index[out])
         done["label"].append(active.label[out])
@@ -218,6 +237,7 @@ def run_decided(loader, attack, tau: int, backend: str, store: ScanCheckpoint | 
         done["loss"].append(state["loss"][out].astype(np.float32))
         done["steps_run"].append(steps_run)
         done["k_exact"].append(steps_run == steps)
+        done["checksum"].append(active.checksum[out])
         bar.update(int(out.sum()))
         active.keep(np.flatnonzero(~out))
 
@@ -232,8 +252,7 @@ def run_decided(loader, attack, tau: int, backend: str, store: ScanCheckpoint | 
                 queue.popleft()
                 take = q
             else:  # split the queued batch: the rest waits for the next free slots
-                take = _Queued(q.number, q.x0[:room], q.labels[:room], q.index[:room], q.label[:room])
-                queue[0] = _Queued(q.number, q.x0[room:], q.labels[room:], q.index[room:], q.label[room:])
+                take, queue[0] = q.split(room)
             queued -= len(take.index)
             active.add(take)
 
@@ -256,7 +275,8 @@ def run_decided(loader, attack, tau: int, backend: str, store: ScanCheckpoint | 
         bar.close()
     if store is not None:
         save()
-    return {name: np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64) for name, parts in done.items()}
+    return {name: np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64) for name, parts in done.items()
+            if name in names}
 
 
 def _attack_step(attack, active: _ActiveSet, step_fn, steps: int, tau: int) -> None:
@@ -271,6 +291,8 @@ def _attack_step(attack, active: _ActiveSet, step_fn, steps: int, tau: int) -> N
     with attack._autocast():
         logits = attack._logits(x, n, label_max)
     clean = logits.detach()
+    # Non-finite logits stop the scan (as in the full scan) once the sample retires; decided rows are ignored.
+    st["finite_logits"] &= torch.isfinite(clean).all(dim=1) | st["decided"]
     fresh = st["step"] == 0  # samples at x(0): their clean statistics are these logits
     st["pred"] = torch.where(fresh, clean.argmax(dim=1), st["pred"])
     st["margin"] = torch.where(fresh, _margin(clean, active.labels), st["margin"])
