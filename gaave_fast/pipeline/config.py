@@ -10,11 +10,12 @@ from typing import Any
 from gaave_fast import attack, files
 from gaave_fast.amp import SCAN_AMP
 
-from .criterion import COMBINE_RULES, TAU_RULES
+from .criterion import COMBINE_RULES, TAU_RULES, VOTE_RULES
 from .models import check_arch
 from .train import TrainConfig
 
 ABLATIONS = ("full", "no_split", "no_annotator")
+RECORDS = ("full", "decided")
 
 
 def _base() -> TrainConfig:
@@ -46,7 +47,14 @@ class PipelineConfig:
             ``"torch"`` (identical k). scan_batch_size: its batch size.
         scan_amp: the scan's autocast dtype: ``"auto"`` (bfloat16 on CUDA, float32 elsewhere),
             ``"float32"`` (no autocast), ``"bfloat16"`` or ``"float16"``.
-        combine: how k is combined over the T' scans (:func:`.criterion.combine_k`).
+        combine: how k is combined over the T' scans (:func:`.criterion.combine_k`), or a
+            per-scan vote (``"vote"``: k_t <= tau in at least half the scans; ``"min"``: in any),
+            which the decided record computes exactly.
+        record: ``"full"`` (every scan attacks every sample for all S steps) or ``"decided"``
+            (early exit: each sample's attack stops once k_t <= tau is certain; needs combine
+            ``"vote"`` or ``"min"``; k is censored, the candidates are those of the full record).
+        pilot_fraction: with ``record="decided"`` and an automatic tau, the seeded random share of
+            each subset scanned fully by the base model to choose tau (the rest is decided).
         tau_head, tau_tail: thresholds of ``k <= tau``; None = chosen by ``tau_rule``.
         tau_rule: ``"gmm"`` or ``"fraction"`` (with ``tau_fraction``), see :mod:`.criterion`.
         annotator: training of the two self-annotators.
@@ -70,6 +78,8 @@ class PipelineConfig:
     scan_batch_size: int = 256
     scan_amp: str = "auto"
     combine: str = "mean"
+    record: str = "full"
+    pilot_fraction: float = 0.05
     tau_head: float | None = None
     tau_tail: float | None = None
     tau_rule: str = "gmm"
@@ -106,6 +116,13 @@ class PipelineConfig:
             raise ValueError(f"scan_amp must be one of {SCAN_AMP}, got {self.scan_amp!r}")
         if self.combine not in COMBINE_RULES:
             raise ValueError(f"combine must be one of {COMBINE_RULES}, got {self.combine!r}")
+        if self.record not in RECORDS:
+            raise ValueError(f"record must be one of {RECORDS}, got {self.record!r}")
+        if self.record == "decided" and self.combine not in VOTE_RULES:
+            raise ValueError(f"record 'decided' needs combine {' or '.join(map(repr, VOTE_RULES))} (rules that "
+                             f"use only k <= tau per scan), got {self.combine!r}")
+        if not 0 < self.pilot_fraction <= 1:
+            raise ValueError(f"pilot_fraction must be in (0, 1], got {self.pilot_fraction}")
         if self.tau_rule not in TAU_RULES:
             raise ValueError(f"tau_rule must be one of {TAU_RULES}, got {self.tau_rule!r}")
         if self.tau_rule == "fraction" and (self.tau_fraction is None or not 0 <= self.tau_fraction <= 1):

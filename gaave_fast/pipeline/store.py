@@ -57,7 +57,7 @@ _FIELD_STAGES: dict[str, tuple[str, ...]] = {
     "pretrained": ("base", "annotate", "final", "baseline"), "scan_amp": ("record",),
     "base": ("base",), "gaave_epochs": ("record",), "eps": ("record",), "alpha": ("record",),
     "steps": ("record",), "scan_backend": ("record",), "scan_batch_size": ("record",),
-    "combine": ("criterion",), "tau_head": ("criterion",), "tau_tail": ("criterion",),
+    "combine": ("criterion",), "record": ("record",), "pilot_fraction": ("record",), "tau_head": ("criterion",), "tau_tail": ("criterion",),
     "tau_rule": ("criterion",), "tau_fraction": ("criterion",), "annotator": ("annotate",),
     "final": ("final", "baseline"), "baseline": ("baseline",), "device": (),
 }
