@@ -212,7 +212,7 @@ def test_run_outputs(faces, finished):
     np.testing.assert_allclose(table["k"], k_cols.mean(1))
     np.testing.assert_allclose(table["score"], -(table["k"] + 1 / (1 + np.exp(-table["margin"]))), rtol=1e-6)
     np.testing.assert_array_equal(table["candidate"], table["k"] <= 1)  # --tau 1
-    assert set(table["status"]) <= {"clean", "relabeled", "discarded"}
+    assert set(table["status"]) <= {"clean", "relabeled", "kept", "discarded"}
     assert (table["status"] == "clean").sum() == (~table["candidate"]).sum()
     names = np.array(ds.classes + [""], dtype=object)
     assert (table["new_label_name"].fillna("") == names[table["new_label"]]).all()
