@@ -135,15 +135,20 @@ def run(a: argparse.Namespace, setting: str) -> dict:
          "bias": annotator_bias(pipe, classes), "options": option_rows(pipe, clean, cfg.max_class_shift),
          "class_shift_paper": rep["class_shift"], "base_train_acc": {k: v["train_acc"] for k, v in rep["base"].items()},
          "annotator_train_acc": {k: rep["annotate"][f"annotator_{k}"]["train_acc"] for k in ("head", "tail")},
-         "final": {"baseline": rep["baseline"]["test"], "paper": rep["final_gaave"]["test"]}}
+         "final": {"baseline": _final(rep["baseline"]), "paper": _final(rep["final_gaave"])}}
     if a.retrain:
         if not (out / "default").exists():
             shutil.copytree(out / "paper", out / "default")
         d = Pipeline(replace(cfg, preset="default"), train, out / "default", test_set=test).run()
-        r["final"]["default"] = d["final_gaave"]["test"]
+        r["final"]["default"] = _final(d["final_gaave"])
         r["class_shift_default"] = d["class_shift"]
         r["guarded"] = d["annotate"]["guarded"]
     return r
+
+
+def _final(m: dict) -> dict:
+    # The last epoch's test metrics, the means of the last 10 epochs and the best epoch (when recorded).
+    return {**m["test"], "last10": m.get("test_last10"), "best": m.get("test_best"), "train_samples": m["train_samples"]}
 
 
 def print_run(r: dict) -> None:
@@ -158,13 +163,14 @@ def print_run(r: dict) -> None:
     for o in r["options"]:
         def f(v):
             return "     -" if v is None else f"{v:6.3f}"
-        print(f"{o['rule']:10s} {o['threshold'] or 0:4.1f} {o['uncertain']:>6s} {str(o['guard']):>5s} "
+        print(f"{o['rule']:10s} {o['threshold'] or 0:4.1f} {o['uncertain']:>6s} {o['guard']!s:>5s} "
               f"{o['relabeled']:6d} {o['changed']:6d} {f(o.get('relabel_precision'))} {o['kept']:6d} "
               f"{f(o.get('kept_own_right'))} {o['discarded']:6d} {o['train_samples']:7d} "
               f"{f(o.get('train_labels_right'))} {o['max_growth']:+6.2f} {o['max_shrink']:+6.2f}")
     for name, m in r["final"].items():
-        print(f"final {name:9s} test accuracy {m['accuracy']:.4f}, mean class accuracy {m['mean_class_accuracy']:.4f}, "
-              f"per class {[None if v is None else round(v, 2) for v in m['class_accuracy']]}")
+        last10 = f", last-10 mean {m['last10']['accuracy']:.4f} / {m['last10']['mean_class_accuracy']:.4f}" if m["last10"] else ""
+        print(f"final {name:9s} test accuracy {m['accuracy']:.4f}, mean class accuracy {m['mean_class_accuracy']:.4f}"
+              f"{last10}, per class {[None if v is None else round(v, 2) for v in m['class_accuracy']]}")
 
 
 def main() -> None:

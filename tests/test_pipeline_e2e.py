@@ -99,6 +99,16 @@ def test_outputs(problem, full_run):
         assert r["before"] == (df["label"] == c).sum() and r["after"] == (final["new_label"] == c).sum()
         assert r["shift"] == pytest.approx((r["after"] / len(final)) / (r["before"] / len(df)) - 1, abs=1e-6)
     assert report["annotate"]["kept"] == (df["status"] == "kept").sum()
+    # The evaluation protocol: test metrics after every epoch; the mean of the last 10 and the best.
+    for key in ("final_gaave", "baseline"):
+        m = report[key]
+        h = m["history"]
+        assert len(h) == 15 and m["test"]["accuracy"] == h[-1]["test_acc"]
+        assert m["test_last10"]["epochs"] == 10
+        assert m["test_last10"]["accuracy"] == pytest.approx(np.mean([e["test_acc"] for e in h[5:]]))
+        assert m["test_last10"]["mean_class_accuracy"] == pytest.approx(np.mean([e["test_mca"] for e in h[5:]]))
+        best = int(np.argmax([e["test_acc"] for e in h]))
+        assert m["test_best"]["epoch"] == best + 1 and m["test_best"]["accuracy"] == h[best]["test_acc"]
     assert report["base"]["head"]["train_acc"] > 0.5 and "train_acc" in report["base"]["tail"]
     assert json.loads((out / "metrics.json").read_text())["baseline"] == report["baseline"]
     sd = torch.load(out / "final_gaave" / "model.pt", weights_only=True)

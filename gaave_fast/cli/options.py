@@ -59,8 +59,8 @@ def add_pipeline_options(parser: argparse.ArgumentParser) -> None:
                    help=f"warn when cleaning changes a class's share by more than this relative amount "
                         f"(default {MAX_CLASS_SHIFT}: 20%% -> 10%% or 30%%); the cap of the class-shift guard")
     g.add_argument("--class-guard", dest="class_guard", action="store_true", default=None,
-                   help="give relabelled candidates back their label so that no class grows beyond "
-                        "--max-class-shift (on in the default preset)")
+                   help="give candidates back their label to keep every class within --max-class-shift "
+                        "(on in the default preset)")
     g.add_argument("--no-class-guard", dest="class_guard", action="store_false",
                    help="no class-shift guard, only the warning (the paper preset)")
     g.add_argument("--ablation", choices=ABLATIONS, help="full (default), no_split or no_annotator")

@@ -62,10 +62,9 @@ class PipelineConfig:
             None = preset.
         max_class_shift: the largest relative change of a class's share (``0.5`` = from 20%
             to 10% or 30%) that cleaning may cause before the run warns; with the guard on, the
-            cap on the growth that relabelling causes (:mod:`.guard`).
-        class_guard: no class may grow beyond ``max_class_shift`` by relabels: the least
-            suspicious ones into it keep their own label instead; None = preset (on in
-            ``default``, off in ``paper``).
+            cap it enforces.
+        class_guard: keep every class's shift within ``max_class_shift`` by giving candidates
+            back their own label (:mod:`.guard`); None = preset (on in ``default``, off in ``paper``).
         final: training of the final model and of the baseline (same settings for both).
         baseline: also train and evaluate the baseline on the raw labels.
         device: None = CUDA if available, else CPU.

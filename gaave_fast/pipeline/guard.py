@@ -2,20 +2,22 @@
 
 A class's *shift* is the relative change of its share, ``(n'_c / N') / (n_c / N) - 1``, from the
 given labels (``n_c`` of ``N``) to the final training set (``n'_c`` of ``N'``: clean samples,
-relabelled candidates and candidates kept with their label; discarded ones are gone). Eq. 5 can
-collapse classes into one: its annotators learn from the clean samples, which the easy classes
-dominate, and name an easy class for many hard candidates (docs/pipeline.md, "Class collapse").
+relabelled candidates and candidates kept with their label; discarded ones are gone). Cleaning
+can collapse classes: the criterion flags most samples of the hard classes, and the annotators,
+trained on what is left, name an easy class for them or discard them (docs/pipeline.md,
+"Class collapse").
 
-:func:`cap_class_shift` limits the growth that relabelling causes: while a class's shift is
-above the cap, the least suspicious candidate relabelled *into* it gets its own label back (one
-at a time, always for the class furthest above the cap). It ends, at most once per relabel,
-with every class at or below the cap or without relabels into it left. Giving the label back
-(rather than discarding the candidate) also returns the sample to the class it was taken from,
-so the classes that relabelling emptied recover too.
+:func:`cap_class_shift` keeps every ``|shift| <= cap`` by giving candidates back their own label,
+least suspicious first, one at a time, always for the class that is furthest out:
 
-Shrinking is not guarded: under symmetric noise on a long tail, exact cleaning shrinks the tail
-classes' shares by 60-80% (their given labels are mostly wrong), so a lower bound would block
-right corrections; the run still warns about it.
+* a class that grew too much gets back, from the candidates relabelled *into* it, their own
+  label (if none is left, its growth comes from discards elsewhere, and a discarded candidate
+  of the class that shrank most comes back);
+* a class that shrank too much gets back its own candidates that were relabelled away or discarded.
+
+Giving a candidate back its label moves the set towards the given labels (with every candidate
+back all shifts are 0), so the loop ends, at most once per candidate, with every class within
+the cap. Discarding the relabelled candidates instead could not refill a class that shrank.
 """
 
 from __future__ import annotations
@@ -76,7 +78,7 @@ def shift_report(labels: np.ndarray, index: np.ndarray, new_label: np.ndarray, c
 
 def cap_class_shift(labels: np.ndarray, index: np.ndarray, new_label: np.ndarray, suspicion: np.ndarray,
                     cap: float, num_classes: int) -> np.ndarray:
-    """Give relabelled candidates back their own label until no class grew beyond the cap (module docstring).
+    """Give candidates back their own label until every class's ``|shift| <= cap`` (module docstring).
 
     Args:
         labels: int64 [N] the given labels.
@@ -84,7 +86,7 @@ def cap_class_shift(labels: np.ndarray, index: np.ndarray, new_label: np.ndarray
         new_label: int64 [n] the relabelling's outcome (a class, or DISCARDED).
         suspicion: float [n] higher = more likely mislabelled; the least suspicious candidate
             goes back first (ties: the lower position).
-        cap: the largest allowed shift (> 0).
+        cap: the largest allowed ``|shift|`` (> 0).
         num_classes: C.
 
     Returns:
@@ -100,19 +102,47 @@ def cap_class_shift(labels: np.ndarray, index: np.ndarray, new_label: np.ndarray
     own = labels[index]
     before = np.bincount(labels, minlength=num_classes).astype(np.float64)
     after = class_counts_after(labels, index, new, num_classes).astype(np.float64)
-    share = np.where(before > 0, before / before.sum(), np.inf)  # a class without given samples gets none
+    share = np.where(before > 0, before / before.sum(), np.inf)  # classes without given samples get none
     back = np.zeros(index.size, bool)
-    # Per class, the candidates relabelled into it, least suspicious first (then by position).
+    # Per class, the candidates that can go back, least suspicious first (then by position).
     order = np.lexsort((index, suspicion))
-    moved = order[(new[order] != DISCARDED) & (own[order] != new[order])]
-    into = [list(moved[new[moved] == c][::-1]) for c in range(num_classes)]  # pop() takes the first
+    moved = order[own[order] != new[order]]
+    into = _Queues(moved, new[moved], num_classes, back)
+    out_of = _Queues(moved, own[moved], num_classes, back)
+    gone = moved[new[moved] == DISCARDED]
+    discarded = _Queues(gone, own[gone], num_classes, back)
     while True:
         shift = after / after.sum() / share - 1.0
-        over = [c for c in range(num_classes) if shift[c] > cap and into[c]]
-        if not over:
+        bad = [c for c in range(num_classes) if abs(shift[c]) > cap]
+        if not bad:
             return back
-        c = max(over, key=lambda c: (shift[c], -c))
-        i = into[c].pop()
+        c = max(bad, key=lambda c: (abs(shift[c]), -c))
+        if shift[c] < 0:
+            # n'_c < n_c only if some of c's candidates left it, and N' <= N: one is there.
+            i = out_of.first(c)
+        elif into.first(c) is not None:
+            i = into.first(c)
+        else:
+            # c gained share only because N' < N (and n'_c <= n_c): a discarded candidate is left.
+            i = next(discarded.first(e) for e in np.argsort(shift, kind="stable") if discarded.first(e) is not None)
         back[i] = True
-        after[c] -= 1
+        if new[i] != DISCARDED:
+            after[new[i]] -= 1
         after[own[i]] += 1
+
+
+class _Queues:
+    """Per-class queues of candidate numbers, in a fixed order, that skip the ones already back."""
+
+    def __init__(self, items: np.ndarray, cls: np.ndarray, num_classes: int, back: np.ndarray):
+        self.q = [items[cls == c].tolist() for c in range(num_classes)]
+        self.pos = [0] * num_classes
+        self.back = back
+
+    def first(self, c: int) -> int | None:
+        """The first candidate of class ``c`` not yet back, or None."""
+        q, p = self.q[c], self.pos[c]
+        while p < len(q) and self.back[q[p]]:
+            p += 1
+        self.pos[c] = p
+        return q[p] if p < len(q) else None
