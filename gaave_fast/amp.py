@@ -10,3 +10,21 @@ def autocast_dtype(device: torch.device) -> torch.dtype | None:
     if device.type != "cuda":
         return None
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+SCAN_AMP = ("auto", "float32", "bfloat16", "float16")
+"""Names of the scan's autocast choices (``PipelineConfig.scan_amp``, ``--scan-amp``)."""
+
+
+def scan_dtype(name: str, device: torch.device) -> torch.dtype | None:
+    """The scan's autocast dtype for a ``scan_amp`` name; None = float32 (no autocast).
+
+    ``"auto"`` is bfloat16 on a CUDA device that supports it and float32 elsewhere (on a CPU,
+    autocast costs time and changes k).
+    """
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
+    dtypes = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    if name not in dtypes:
+        raise ValueError(f"scan_amp must be one of {SCAN_AMP}, got {name!r}")
+    return dtypes[name]

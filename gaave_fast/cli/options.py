@@ -9,11 +9,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from gaave_fast.amp import SCAN_AMP
 from gaave_fast.pipeline import ABLATIONS, PipelineConfig
 from gaave_fast.pipeline.annotate import RELABEL_RULES, UNCERTAIN_RULES
 from gaave_fast.pipeline.config import MAX_CLASS_SHIFT, PRESETS
 from gaave_fast.pipeline.criterion import COMBINE_RULES, TAU_RULES
-from gaave_fast.pipeline.models import ARCHS
+from gaave_fast.pipeline.models import ARCHS, check_arch
 
 from .common import CliError, non_negative_int, pixel_value, positive_int
 
@@ -28,8 +29,13 @@ def add_pipeline_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--preset", choices=tuple(PRESETS),
                    help="default (the library's variant, with the class-shift guard) or paper (the paper's method "
                         "exactly); it sets the options below that are not given")
-    g.add_argument("--arch", choices=ARCHS, help="network of every model (default resnet18)")
+    g.add_argument("--arch", type=arch_name, metavar="|".join(ARCHS) + "|torchvision:NAME",
+                   help="network of every model (default resnet18); torchvision:NAME = any torchvision "
+                        "classification architecture (resnet50, convnext_tiny, ...), from scratch")
     g.add_argument("--width", type=positive_int, help="base width of small_cnn")
+    g.add_argument("--pretrained", type=Path, metavar="FILE",
+                   help="backbone state dict loaded into every model before its classifier is built "
+                        "(prefixes module./backbone./model. stripped; listed in pretrained.json)")
     g.add_argument("--eps", type=pixel_value, help="PGD radius in [0,1] pixel units, e.g. 1/255 (default)")
     g.add_argument("--alpha", type=pixel_value, help="PGD step in pixel units (default eps/8)")
     g.add_argument("--steps", type=positive_int, help="PGD steps S; k runs 0..S+1 (default 8)")
@@ -48,6 +54,8 @@ def add_pipeline_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--scan-batch-size", type=positive_int, help="batch size of the attack (default 256)")
     g.add_argument("--scan-backend", choices=("auto", "fused", "torch"),
                    help="fused op, plain PyTorch step, or auto (default: fused when built)")
+    g.add_argument("--scan-amp", choices=SCAN_AMP,
+                   help="autocast dtype of the scan (default auto: bfloat16 on CUDA, float32 on CPU)")
     g.add_argument("--relabel", choices=RELABEL_RULES,
                    help="eq5 (the paper's rule) or confident (Eq. 5 only where the annotators agree with "
                         "probability >= --relabel-confidence); default: the preset's")
@@ -92,11 +100,16 @@ def build_config(args: argparse.Namespace, classes: list[str], base: PipelineCon
     direct = {"arch": args.arch, "width": args.width, "eps": args.eps, "alpha": args.alpha, "steps": args.steps,
               "tau_rule": args.tau_rule, "tau_fraction": args.tau_fraction, "combine": args.combine,
               "gaave_epochs": args.gaave_epochs, "scan_batch_size": args.scan_batch_size,
-              "scan_backend": args.scan_backend, "ablation": args.ablation, "baseline": args.baseline,
+              "scan_backend": args.scan_backend, "scan_amp": args.scan_amp,
+              "ablation": args.ablation, "baseline": args.baseline,
               "seed": args.seed, "device": args.device, "preset": args.preset, "relabel": args.relabel,
               "relabel_confidence": args.relabel_confidence, "uncertain": args.uncertain,
               "max_class_shift": args.max_class_shift, "class_guard": args.class_guard}
     cfg.update({k: v for k, v in direct.items() if v is not None})
+    if args.pretrained is not None:
+        if not args.pretrained.is_file():
+            raise CliError(f"--pretrained file not found: {args.pretrained}")
+        cfg["pretrained"] = str(args.pretrained)
     if args.tau is not None:
         cfg["tau_head"] = cfg["tau_tail"] = args.tau
     for name in ("tau_head", "tau_tail"):
@@ -115,6 +128,15 @@ def build_config(args: argparse.Namespace, classes: list[str], base: PipelineCon
         return PipelineConfig.from_dict(cfg)
     except (TypeError, ValueError) as err:
         raise CliError(f"invalid pipeline setting: {err}") from None
+
+
+def arch_name(text: str) -> str:
+    """``--arch`` value: a built-in architecture or ``torchvision:NAME`` (argparse type)."""
+    try:
+        check_arch(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return text
 
 
 def parse_classes(text: str, classes: list[str]) -> list[int]:

@@ -29,6 +29,7 @@ from gaave_fast.data import DatasetNotFoundError
 from gaave_fast.data.describe import dataset_classes, dataset_rows
 from gaave_fast.export import export_cleaned
 from gaave_fast.pipeline import STAGES, Pipeline, PipelineConfig, RunStore
+from gaave_fast.pipeline.pretrained import PretrainedError
 
 from .common import CliError
 from .datasets import (
@@ -125,7 +126,10 @@ def execute_run(req: RunRequest) -> dict[str, Any]:
              len(data.excluded), len(data.classes), "none" if data.test is None else f"{len(data.test)} samples")
     pipe = Pipeline(req.config, data.train, req.out, test_set=data.test, num_classes=len(data.classes),
                     classes=data.classes)
-    metrics = pipe.run(req.start)
+    try:
+        metrics = pipe.run(req.start)
+    except PretrainedError as err:  # a --pretrained file that does not fit the architecture
+        raise CliError(str(err)) from None
     table = store.load_table()
     paths = {k: store.file(k) for k in ("table_csv", "table_parquet") if store.file(k).exists()}
     changed = export_cleaned(req.dataset.kind, req.dataset.path, table, data.classes, store.file("cleaned"),

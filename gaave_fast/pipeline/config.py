@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from gaave_fast import attack, files
+from gaave_fast.amp import SCAN_AMP
 
 from .annotate import RELABEL_RULES, UNCERTAIN_RULES
 from .criterion import COMBINE_RULES, TAU_RULES
-from .models import ARCHS
+from .models import check_arch
 from .train import TrainConfig
 
 ABLATIONS = ("full", "no_split", "no_annotator")
@@ -43,14 +44,19 @@ class PipelineConfig:
             and one scan on all classes; candidates are dropped since Eq. 5 needs both
             annotators), ``"no_annotator"`` (split and scan, candidates dropped).
         head_classes: head classes; None = the automatic rule of :mod:`.split`.
-        arch: ``"resnet18"`` or ``"small_cnn"`` (ignored when a ``make_model`` is passed).
+        arch: ``"resnet18"``, ``"small_cnn"`` or ``"torchvision:NAME"`` (any torchvision
+            classification architecture, from scratch); ignored when a ``make_model`` is passed.
         width: base width of ``small_cnn``.
+        pretrained: a backbone state dict file loaded into every model before its classifier is
+            built (:mod:`.pretrained`); None = every model starts from the seed alone.
         base: training of the base models; ``base.epochs`` is T, the epochs before the first scan.
         gaave_epochs: T', the number of recorded scans: the first scans the base model, each
             further one follows one more epoch of training (Algorithm 1).
         eps, alpha, steps: the PGD attack (pixel units; alpha None = eps / 8).
         scan_backend: ``gaave_fast.scan`` backend; ``"auto"`` = ``"fused"`` when built, else
             ``"torch"`` (identical k). scan_batch_size: its batch size.
+        scan_amp: the scan's autocast dtype: ``"auto"`` (bfloat16 on CUDA, float32 elsewhere),
+            ``"float32"`` (no autocast), ``"bfloat16"`` or ``"float16"``.
         combine: how k is combined over the T' scans (:func:`.criterion.combine_k`).
         tau_head, tau_tail: thresholds of ``k <= tau``; None = chosen by ``tau_rule``.
         tau_rule: ``"gmm"`` or ``"fraction"`` (with ``tau_fraction``), see :mod:`.criterion`.
@@ -76,6 +82,7 @@ class PipelineConfig:
     head_classes: list[int] | None = None
     arch: str = "resnet18"
     width: int = 32
+    pretrained: str | None = None
     base: TrainConfig = field(default_factory=_base)
     gaave_epochs: int = 8
     eps: float = attack.EPS
@@ -83,6 +90,7 @@ class PipelineConfig:
     steps: int = attack.STEPS
     scan_backend: str = "auto"
     scan_batch_size: int = 256
+    scan_amp: str = "auto"
     combine: str = "mean"
     tau_head: float | None = None
     tau_tail: float | None = None
@@ -120,8 +128,9 @@ class PipelineConfig:
             raise ValueError(f"max_class_shift must be > 0, got {self.max_class_shift}")
         if self.ablation not in ABLATIONS:
             raise ValueError(f"ablation must be one of {ABLATIONS}, got {self.ablation!r}")
-        if self.arch not in ARCHS:
-            raise ValueError(f"arch must be one of {ARCHS}, got {self.arch!r}")
+        check_arch(self.arch)
+        if self.pretrained is not None:
+            self.pretrained = str(self.pretrained)
         if self.gaave_epochs < 1:
             raise ValueError(f"gaave_epochs must be >= 1 (the first scan is of the base model), got {self.gaave_epochs}")
         if not self.eps > 0 or self.steps < 1:
@@ -130,6 +139,8 @@ class PipelineConfig:
             raise ValueError(f"alpha must be > 0 or None, got {self.alpha}")
         if self.scan_backend not in ("auto", "fused", "torch"):
             raise ValueError(f"scan_backend must be 'auto', 'fused' or 'torch', got {self.scan_backend!r}")
+        if self.scan_amp not in SCAN_AMP:
+            raise ValueError(f"scan_amp must be one of {SCAN_AMP}, got {self.scan_amp!r}")
         if self.combine not in COMBINE_RULES:
             raise ValueError(f"combine must be one of {COMBINE_RULES}, got {self.combine!r}")
         if self.tau_rule not in TAU_RULES:

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
+from gaave_fast.amp import scan_dtype
 from gaave_fast.distributed import rank_world
 
 from .refactor import RemappedDataset
@@ -35,7 +36,7 @@ def resolve_backend(backend: str, device: torch.device) -> str:
 
 def scan_subset(model: nn.Module, view: RemappedDataset, *, eps: float, alpha: float | None, steps: int,
                 backend: str = "auto", batch_size: int = 256, device: str | torch.device | None = None,
-                progress: bool = False) -> dict[str, np.ndarray]:
+                amp: str = "auto", progress: bool = False) -> dict[str, np.ndarray]:
     """Scan ``view`` once with :func:`gaave_fast.scan`: k, clean margin, clean loss and prediction per sample.
 
     Under torch.distributed each process scans every world-th sample and the results are
@@ -47,6 +48,8 @@ def scan_subset(model: nn.Module, view: RemappedDataset, *, eps: float, alpha: f
         view: the samples with their (remapped) labels; items ``(image in [0,1], label, position)``.
         eps, alpha, steps: the L-inf PGD attack in pixel units (alpha None = eps / 8).
         backend: scan backend, or ``"auto"`` (see :func:`resolve_backend`).
+        amp: the model's autocast dtype by name (:func:`gaave_fast.amp.scan_dtype`; ``"auto"`` =
+            bfloat16 on CUDA, float32 on CPU). The adversarial images stay float32.
         batch_size, device, progress: passed to the scan.
 
     Returns:
@@ -60,11 +63,9 @@ def scan_subset(model: nn.Module, view: RemappedDataset, *, eps: float, alpha: f
     sub = Subset(view, np.arange(len(view))[rank::world].tolist())
     dev = resolve_device(device)
     backend = resolve_backend(backend, dev)
-    # bf16 autocast on CUDA as in training; the adversarial images stay float32 inside the scan.
-    amp = torch.bfloat16 if dev.type == "cuda" and torch.cuda.is_bf16_supported() else None
     # Under torch.distributed the scan gathers every rank's shard itself.
     res = scan(model, DataLoader(sub, batch_size=batch_size, shuffle=False), eps=eps, alpha=alpha, steps=steps,
-               device=dev, amp=amp, backend=backend, progress=progress, num_samples=len(sub))
+               device=dev, amp=scan_dtype(amp, dev), backend=backend, progress=progress, num_samples=len(sub))
     return {"index": res.index, "k": res.k, "margin": res.margin, "loss": res.loss, "pred": res.pred}
 
 

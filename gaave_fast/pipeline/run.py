@@ -32,6 +32,7 @@ from .config import PipelineConfig
 from .criterion import Criterion, select_candidates
 from .guard import cap_class_shift, shift_report
 from .models import ModelFactory, model_factory
+from .pretrained import Backbone
 from .record import SCAN_FIELDS, record_k, scan_subset
 from .refactor import RefactoredSubset, RemappedDataset, Subsets, make_subsets
 from .retrain import final_training_set
@@ -89,6 +90,8 @@ class Pipeline:
         self.classes = list(classes) if classes is not None else dataset_classes(train_set, self.num_classes)
         if len(self.classes) != self.num_classes:
             raise ValueError(f"classes names {len(self.classes)} classes, expected {self.num_classes}")
+        if make_model is not None and config.pretrained is not None:
+            raise ValueError("config.pretrained loads into the config's arch: it cannot be used with a make_model")
         self._factory = make_model
         self._norm: dict[str, Any] | None = None
 
@@ -112,6 +115,9 @@ class Pipeline:
         split = self._stage("split", self._split, self.store.save_split, self.store.load_split)
         subsets = split.subsets
         self._norm = split.info.get("normalization")
+        if cfg.pretrained is not None:
+            # Checked before any training: a file that does not fit fails the run at once.
+            self.store.save_pretrained(self._model_factory().pretrained_summary())
         # Step 3. Base models θh and θt, trained on D'h and D't.
         for name, sub in subsets.items():
             self._trained(f"base:{name}", lambda: self._train_base(name, sub))
@@ -185,7 +191,8 @@ class Pipeline:
 
         def scan(m: nn.Module, view: RemappedDataset) -> dict[str, np.ndarray]:
             return scan_subset(m, view, eps=cfg.eps, alpha=cfg.alpha, steps=cfg.steps, backend=cfg.scan_backend,
-                               batch_size=cfg.scan_batch_size, device=cfg.device, progress=cfg.base.progress)
+                               batch_size=cfg.scan_batch_size, device=cfg.device, amp=cfg.scan_amp,
+                               progress=cfg.base.progress)
 
         return record_k(model, RemappedDataset.of(self.train_set, sub), sub.labels,
                         RemappedDataset.of(self.train_set, sub.select(sub.in_real_class())), cfg.base,
@@ -202,8 +209,8 @@ class Pipeline:
                                  rule=cfg.tau_rule, fraction=cfg.tau_fraction)
 
     def _annotate(self, subsets: dict[str, RefactoredSubset], criterion: Criterion) -> dict[str, np.ndarray]:
-        # Both annotators start from the same initialisation (the pipeline seed) with the
-        # architecture of the base models, and train on their subset's clean samples.
+        # Both annotators start from the same trunk weights (the pipeline seed, see new_model) with
+        # the architecture of the base models, and train on their subset's clean samples.
         if set(subsets) != {"head", "tail"}:
             raise ValueError("annotate needs the head and tail subsets (ablation 'no_split' has none)")
         cfg = self.config
@@ -308,18 +315,26 @@ class Pipeline:
     def new_model(self, num_classes: int) -> nn.Module:
         """A freshly initialised model of the run's architecture with ``num_classes`` outputs.
 
-        Every model of a run starts from the same seed, so the two annotators (and the final
-        model and the baseline) share their initial weights up to the output layer's size.
-        The default factory needs the normalisation measured by the split stage.
+        Every model of a run starts from the same seed and draws its trunk before its
+        classifier (:mod:`.models`), so all of them (the two annotators with their different
+        class counts, the final model, the baseline) share their initial trunk weights: the
+        pretrained backbone when the config names one. The default factory needs the
+        normalisation measured by the split stage.
         """
+        make = self._model_factory()
+        torch.manual_seed(self.config.seed)
+        return make(num_classes)
+
+    def _model_factory(self) -> ModelFactory:
         if self._factory is None:
             if self._norm is None:
                 self._norm = self._measure_norm()
             n = self._norm
-            self._factory = model_factory(self.config.arch, n["in_channels"], n["image_size"], n["mean"], n["std"],
-                                          self.config.width)
-        torch.manual_seed(self.config.seed)
-        return self._factory(num_classes)
+            cfg = self.config
+            backbone = Backbone.read(cfg.pretrained) if cfg.pretrained is not None else None
+            self._factory = model_factory(cfg.arch, n["in_channels"], n["image_size"], n["mean"], n["std"],
+                                          cfg.width, backbone)
+        return self._factory
 
     def _fingerprint(self) -> dict[str, Any]:
         return {"num_samples": int(self.labels.size), "num_classes": self.num_classes,

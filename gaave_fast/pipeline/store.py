@@ -3,6 +3,7 @@
 Only this module knows the file names. Layout (``gaave run`` adds the last four)::
 
     config.yaml                 the PipelineConfig of the run
+    pretrained.json             with a pretrained backbone: the file and the keys loaded, skipped, missing
     split/split.json            steps 1-2: head/tail classes, counts, normalisation, data fingerprint
     split/subsets.npz           positions and remapped labels of D'h and D't (or the whole set)
     base_<subset>/              step 3: checkpoint.pt (training state), model.pt, metrics.json
@@ -53,6 +54,7 @@ _DEPENDENCY_CHAIN = STAGES[:6]  # each depends on the one before; the baseline d
 _FIELD_STAGES: dict[str, tuple[str, ...]] = {
     "seed": STAGES, "ablation": ("split",), "head_classes": ("split",),
     "arch": ("base", "annotate", "final", "baseline"), "width": ("base", "annotate", "final", "baseline"),
+    "pretrained": ("base", "annotate", "final", "baseline"), "scan_amp": ("record",),
     "base": ("base",), "gaave_epochs": ("record",), "eps": ("record",), "alpha": ("record",),
     "steps": ("record",), "scan_backend": ("record",), "scan_batch_size": ("record",),
     "combine": ("criterion",), "tau_head": ("criterion",), "tau_tail": ("criterion",),
@@ -66,6 +68,7 @@ _FIELD_STAGES: dict[str, tuple[str, ...]] = {
 _NO_EFFECT = ("progress", "num_workers", "eval_batch_size")  # TrainConfig fields that leave results unchanged
 
 _FILES = {"config": "config.yaml", "metrics": "metrics.json", "timings": "timings.json", "run": "run.json",
+          "pretrained": "pretrained.json",
           "excluded": "excluded.csv", "table_csv": "samples.csv", "table_parquet": "samples.parquet",
           "cleaned": "cleaned", "report": "report"}
 
@@ -111,7 +114,7 @@ class RunStore:
 
     # ----------------------------------------------------------------------------- where
     def file(self, name: str) -> Path:
-        """A run-level file or folder: ``config``, ``metrics``, ``timings``, ``run``, ``excluded``,
+        """A run-level file or folder: ``config``, ``pretrained``, ``metrics``, ``timings``, ``run``, ``excluded``,
         ``table_csv``, ``table_parquet``, ``cleaned``, ``report``."""
         return self.root / _FILES[name]
 
@@ -212,6 +215,12 @@ class RunStore:
         """Wall seconds of each computed stage key (``timings.json``; {} before the first)."""
         path = self.file("timings")
         return json.loads(path.read_text()) if path.exists() else {}
+
+    def save_pretrained(self, summary: dict[str, Any]) -> None:
+        """Write pretrained.json (what the pretrained backbone file filled in every model)."""
+        if is_main():
+            files.write_json(self.file("pretrained"), summary)
+        barrier()
 
     # ----------------------------------------------------------------------------- steps 1-2
     def save_split(self, split: Subsets) -> None:
@@ -348,6 +357,8 @@ class RunStore:
         """
         r: dict[str, Any] = {"config": config.to_dict()}
         r["split"] = json.loads(self._marker("split").read_text())
+        if config.pretrained is not None and self.file("pretrained").exists():
+            r["pretrained"] = json.loads(self.file("pretrained").read_text())
         r["base"] = {p: self.load_metrics(f"base:{p}") for p in ("all", "head", "tail") if self.has(f"base:{p}")}
         if self.has("criterion"):
             r["criterion"] = json.loads(self._marker("criterion").read_text())
