@@ -32,13 +32,17 @@ import numpy as np
 import torch
 
 from gaave_fast.data.arrays import ArrayDataset, load_cifar10_npz, load_fer2013_npz
-from gaave_fast.pipeline import Pipeline, PipelineConfig, TrainConfig
+from gaave_fast.pipeline import Pipeline, PipelineConfig, RemappedDataset, TrainConfig, accuracy, fit, predict
 from gaave_fast.pipeline.annotate import DISCARDED, decide
 from gaave_fast.pipeline.guard import cap_class_shift, class_counts_after, class_shift
+from gaave_fast.pipeline.run import test_summary
 
 OPTIONS = [("eq5", None, "drop", False), ("eq5", None, "drop", True), ("eq5", None, "keep", False),
            *[("confident", t, u, False) for t in (0.3, 0.5, 0.7, 0.9) for u in ("drop", "keep")],
-           ("confident", 0.5, "drop", True)]
+           ("confident", 0.5, "drop", True), ("confident", 0.7, "drop", True), ("confident", 0.7, "keep", True),
+           ("none", None, "drop", False), ("none", None, "drop", True), ("raw", None, "keep", False)]
+"""(rule, threshold, uncertain, guard); rule "none" discards every candidate (the no-annotator
+ablation), "raw" keeps every given label (the baseline's training set)."""
 
 
 def load(data: Path, setting: str, train_size: int, test_size: int, seed: int):
@@ -60,19 +64,54 @@ def load(data: Path, setting: str, train_size: int, test_size: int, seed: int):
     return tr, te, None if clean is None else clean[r], classes
 
 
+def option_labels(pipe: Pipeline, option: tuple, cap: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One relabel option on the saved annotator outputs: ``(new_label, kept)`` of the candidates,
+    and the final training labels [N] (-1 = left out)."""
+    rule, threshold, uncertain, guard = option
+    labels, c = pipe.labels, pipe.num_classes
+    a = pipe.store.load_annotations()
+    idx, own = a["index"], labels[a["index"]]
+    if rule == "none":
+        new, kept = np.full(idx.size, DISCARDED), np.zeros(idx.size, bool)
+    elif rule == "raw":
+        new, kept = own.copy(), np.ones(idx.size, bool)
+    else:
+        new, kept = decide(own, a["eq5_label"], a["confidence"], rule, threshold or 0.0, uncertain)
+    if guard:
+        back = cap_class_shift(labels, idx, new, -pipe.store.load_criterion().k[idx], cap, c)
+        new, kept = np.where(back, own, new), kept | back
+    final = labels.copy()
+    final[idx] = new
+    return new, kept, final
+
+
+def retrain_option(pipe: Pipeline, final: np.ndarray, test) -> dict:
+    """The final model on one option's training labels, with the pipeline's recipe, model and seed."""
+    cfg = pipe.config
+    pos = np.flatnonzero(final >= 0)
+    tview = RemappedDataset(test, np.arange(len(test)), test.labels)
+
+    def evaluate(epoch: int, model: torch.nn.Module) -> dict:
+        _, logits = predict(model, tview, device=cfg.device)
+        acc = accuracy(logits.argmax(1), test.labels, pipe.num_classes)
+        return {"test_acc": acc["accuracy"], "test_mca": acc["mean_class_accuracy"],
+                "test_class_acc": acc["class_accuracy"]}
+
+    res = fit(pipe.new_model(pipe.num_classes), RemappedDataset(pipe.train_set, pos, final[pos]), final[pos], cfg.final,
+              seed=cfg.seed + 6, device=cfg.device, on_epoch_end=evaluate, desc="option")  # 6: the pipeline's final offset
+    s = test_summary(res.history)
+    return {**s["test"], "last10": s["test_last10"], "best": s["test_best"], "train_samples": int(pos.size)}
+
+
 def option_rows(pipe: Pipeline, clean: np.ndarray | None, cap: float) -> list[dict]:
     """Every relabel option applied to the saved annotator outputs of a finished run."""
     labels, c = pipe.labels, pipe.num_classes
-    a = pipe.store.load_annotations()
-    crit = pipe.store.load_criterion()
-    idx, own = a["index"], labels[a["index"]]
+    idx = pipe.store.load_annotations()["index"]
+    own = labels[idx]
     before = np.bincount(labels, minlength=c)
     rows = []
     for rule, threshold, uncertain, guard in OPTIONS:
-        new, kept = decide(own, a["eq5_label"], a["confidence"], rule, threshold or 0.0, uncertain)
-        if guard:
-            back = cap_class_shift(labels, idx, new, -crit.k[idx], cap, c)
-            new, kept = np.where(back, own, new), kept | back
+        new, kept, final = option_labels(pipe, (rule, threshold, uncertain, guard), cap)
         rel = (new != DISCARDED) & ~kept
         after = class_counts_after(labels, idx, new, c)
         shift = class_shift(before, after)
@@ -83,8 +122,6 @@ def option_rows(pipe: Pipeline, clean: np.ndarray | None, cap: float) -> list[di
                "class_counts": after.tolist()}
         if clean is not None:
             ci = clean[idx]
-            final = labels.copy()
-            final[idx] = new
             use = final >= 0
             row.update({"relabel_precision": float((new[rel] == ci[rel]).mean()) if rel.any() else None,
                         "kept_own_right": float((own[kept] == ci[kept]).mean()) if kept.any() else None,
@@ -143,6 +180,10 @@ def run(a: argparse.Namespace, setting: str) -> dict:
         r["final"]["default"] = _final(d["final_gaave"])
         r["class_shift_default"] = d["class_shift"]
         r["guarded"] = d["annotate"]["guarded"]
+    for i in a.retrain_options:
+        key = "{}{}/{}{}".format(*[x if x is not None else "" for x in OPTIONS[i][:2]], OPTIONS[i][2],
+                                 "+guard" if OPTIONS[i][3] else "")
+        r["final"][key] = retrain_option(pipe, option_labels(pipe, OPTIONS[i], cfg.max_class_shift)[2], test)
     return r
 
 
@@ -185,6 +226,8 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=10, help="annotator, final and baseline epochs")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--retrain", action="store_true", help="also train the default preset's final model")
+    p.add_argument("--retrain-options", type=int, nargs="*", default=[],
+                   help="also train a final model on these options' labels (positions in OPTIONS)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=Path("runs/bench_relabel"))
