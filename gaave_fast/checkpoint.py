@@ -77,9 +77,10 @@ def _same_checksum(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 class ScanCheckpoint:
     """Reads and writes one checkpoint file (npz) for a scan with the given fingerprint."""
 
-    def __init__(self, path: str | os.PathLike, fingerprint: dict[str, Any]):
+    def __init__(self, path: str | os.PathLike, fingerprint: dict[str, Any], columns: tuple[str, ...] = COLUMNS):
         self.path = Path(path)
         self.fingerprint = fingerprint
+        self.columns = columns
 
     def load(self) -> dict[str, np.ndarray] | None:
         """The finished columns and image ``checksum``, or None when there is no checkpoint yet.
@@ -92,7 +93,7 @@ class ScanCheckpoint:
         try:
             with np.load(self.path) as data:
                 saved = json.loads(str(data["fingerprint"]))
-                columns = {name: data[name] for name in (*COLUMNS, "checksum")}
+                columns = {name: data[name] for name in (*self.columns, "checksum")}
         except (KeyError, ValueError, OSError) as err:
             raise ValueError(f"checkpoint {self.path} is unreadable or not a gaave_fast scan checkpoint: {err}") from err
         differs = {

@@ -32,7 +32,8 @@ from gaave_fast.attack import EPS, STEPS, default_alpha
 from gaave_fast.batches import parse_batch, refuses_positions
 from gaave_fast.checkpoint import ScanCheckpoint, data_fingerprint, image_checksums, model_fingerprint
 from gaave_fast.distributed import rank_world
-from gaave_fast.result import COLUMNS, ScanResult
+from gaave_fast.early_exit import run_decided
+from gaave_fast.result import COLUMNS, DECIDE_COLUMNS, ScanResult
 
 __all__ = ["scan"]
 
@@ -62,6 +63,7 @@ def scan(
     checkpoint_every: float = 60.0,
     progress: bool = True,
     num_samples: int | None = None,
+    decide_tau: int | None = None,
 ) -> ScanResult:
     """Attack every sample of ``loader`` with L-inf PGD and count k per sample.
 
@@ -96,6 +98,11 @@ def scan(
         progress: show a progress bar with samples/s and ETA.
         num_samples: total number of samples, for the progress bar when the loader
             has no length.
+        decide_tau: early exit (:mod:`gaave_fast.early_exit`): stop attacking a sample as soon
+            as the verdict ``k <= decide_tau`` is certain, and refill the batch from the loader.
+            The candidates ``k <= decide_tau`` are exactly those of the full scan; k is exact
+            where ``result.k_exact`` (the attack ran to the end) and censored elsewhere, and
+            ``result.steps_run`` holds the steps each sample took. Not with ``cuda_graph``.
 
     Returns:
         A :class:`ScanResult` sorted by dataset index. Under torch.distributed every
@@ -118,6 +125,13 @@ def scan(
         )
     if cuda_graph and device.type != "cuda":
         raise ValueError("cuda_graph=True needs a CUDA device")
+    if decide_tau is not None:
+        if isinstance(decide_tau, bool) or not isinstance(decide_tau, (int, np.integer)) \
+                or not -1 <= decide_tau <= steps + 1:
+            raise ValueError(f"decide_tau must be an int in [-1, steps + 1] = [-1, {steps + 1}], got {decide_tau!r}")
+        if cuda_graph:
+            raise ValueError("decide_tau (early exit) cannot run in a CUDA graph: the batch changes every refill")
+        decide_tau = int(decide_tau)
     if channels_last is None:
         channels_last = device.type == "cuda"
 
@@ -125,7 +139,7 @@ def scan(
     settings = dict(eps=float(eps), alpha=float(alpha), steps=steps,
                     mean=None if mean is None else [float(v) for v in mean],
                     std=None if std is None else [float(v) for v in std],
-                    amp=None if amp is None else str(amp))
+                    amp=None if amp is None else str(amp), decide_tau=decide_tau)
     store = None
     if checkpoint is not None:
         path = Path(checkpoint)
@@ -133,15 +147,20 @@ def scan(
             path = path.with_name(f"{path.stem}.rank{rank}{path.suffix or '.npz'}")
         fingerprint = dict(settings, model=model_fingerprint(model), num_samples=_dataset_size(loader, num_samples),
                            data=data_fingerprint(loader), rank=rank, world=world)
-        store = ScanCheckpoint(path, fingerprint)
+        store = ScanCheckpoint(path, fingerprint, COLUMNS if decide_tau is None else (*COLUMNS, *DECIDE_COLUMNS))
 
     attack = _Attack(model, device, steps, eps, alpha, mean, std, amp, channels_last, backend, cuda_graph)
     with _frozen(model):
-        columns = _run(loader, attack, store, checkpoint_every, progress, num_samples)
+        if decide_tau is None:
+            columns = _run(loader, attack, store, checkpoint_every, progress, num_samples)
+        else:
+            columns = run_decided(loader, attack, decide_tau, backend, store, checkpoint_every, progress,
+                                  num_samples)
     if len(columns["index"]) == 0 and world == 1:
         raise ValueError("the loader yielded no samples: nothing to scan")
     meta = dict(settings, backend=backend, device=str(device))
-    result = ScanResult(**columns, eps=float(eps), alpha=float(alpha), steps=steps, meta=meta)
+    result = ScanResult(**columns, eps=float(eps), alpha=float(alpha), steps=steps, meta=meta,
+                        decide_tau=decide_tau)
     if world > 1:
         result = _gather(result)
     return result
@@ -470,10 +489,12 @@ def _progress(total: int | None, enabled: bool, initial: int):
 def _gather(local: ScanResult) -> ScanResult:
     """Every rank's shard, joined into one result on every rank."""
     parts: list = [None] * torch.distributed.get_world_size()
-    payload = {name: getattr(local, name) for name in COLUMNS}
+    payload = {name: getattr(local, name) for name in (*COLUMNS, *DECIDE_COLUMNS)}
     torch.distributed.all_gather_object(parts, payload)
     results = [
-        ScanResult(**p, eps=local.eps, alpha=local.alpha, steps=local.steps, meta=local.meta) for p in parts
+        ScanResult(**p, eps=local.eps, alpha=local.alpha, steps=local.steps, meta=local.meta,
+                   decide_tau=local.decide_tau)
+        for p in parts
     ]
     merged = ScanResult.concatenate(results)
     if len(merged) == 0:

@@ -56,6 +56,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--alpha", type=pixel_value, help="PGD step (default eps/8)")
     p.add_argument("--steps", type=positive_int, default=attack.STEPS, help=f"PGD steps S (default {attack.STEPS})")
     p.add_argument("--tau", type=finite_float, help="also report how many samples have k <= tau")
+    p.add_argument("--decide-tau", type=int, metavar="T",
+                   help="early exit: stop attacking a sample once k <= T or k > T is certain (same candidates "
+                        "k <= T as the full scan, far fewer steps; k is censored where k_exact is false)")
     p.add_argument("--mean", type=finite_float, nargs="+", help="per-channel mean if the model expects normalised input")
     p.add_argument("--std", type=positive_float, nargs="+", help="per-channel std, with --mean")
     p.add_argument("--batch-size", type=positive_int, default=256, help="samples per batch (default 256)")
@@ -78,6 +81,11 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"--out {args.out}: use a .csv, .parquet or .npz file name")
     if (args.mean is None) != (args.std is None):
         raise CliError("--mean and --std go together")
+    if args.decide_tau is not None and not 0 <= args.decide_tau <= args.steps:
+        raise CliError(f"--decide-tau {args.decide_tau}: use a threshold in 0..S = 0..{args.steps}")
+    if args.decide_tau is not None and args.tau is not None and args.tau != args.decide_tau:
+        raise CliError(f"--tau {args.tau:g} with --decide-tau {args.decide_tau}: an early-exit scan decides "
+                       "k <= T for its own T only; drop --tau or give the same value")
     check_output_file(args.out)
     spec = parse_spec(args.dataset)
     device = torch.device(check_device(args.device) or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -90,21 +98,28 @@ def run(args: argparse.Namespace) -> int:
     try:
         result = scan(loaded.model.to(device), loader, eps=args.eps, alpha=args.alpha, steps=args.steps,
                       mean=args.mean, std=args.std, device=device, backend=args.backend, checkpoint=args.checkpoint,
-                      progress=args.progress, num_samples=len(loader.rows))
+                      progress=args.progress, num_samples=len(loader.rows), decide_tau=args.decide_tau)
     except ValueError as err:  # the scan's messages name the batch, index or checkpoint at fault
         raise CliError(one_line(err)) from None
     result.meta.update(dataset=str(spec), split=args.split, model=str(args.model))
     _save(result, args.out)
     print(f"{spec}: {len(result)} samples scanned ({len(data) - len(result)} broken files skipped), "
           f"mean k {result.k.mean():.2f} of {args.steps + 1}; wrote {args.out}")
-    if args.tau is not None:
+    if args.decide_tau is not None:
+        print(f"early exit at T = {args.decide_tau}: {result.steps_run.mean():.2f} of {args.steps} steps per sample; "
+              f"k <= {args.decide_tau}: {len(result.noisy(args.decide_tau))} samples; k censored for "
+              f"{int((~result.k_exact).sum())}")
+    elif args.tau is not None:
         print(f"k <= {args.tau:g}: {len(result.noisy(args.tau))} samples")
     paths = getattr(data, "paths", None)
     for i in np.argsort(-result.score, kind="stable")[:10]:
         idx = int(result.index[i])
         where = paths[idx] if paths else f"sample {idx}"
         pred = int(result.pred[i])
-        print(f"  k {int(result.k[i])}  {classes[int(result.label[i])]} -> predicted "
+        k = int(result.k[i])
+        if not result.k_exact[i]:  # censored by early exit: only the side of T is known
+            k = f">{args.decide_tau}" if k > args.decide_tau else f"<={args.decide_tau}"
+        print(f"  k {k}  {classes[int(result.label[i])]} -> predicted "
               f"{classes[pred] if pred < len(classes) else pred}  {where}")
     return 0
 
