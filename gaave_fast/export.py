@@ -38,7 +38,7 @@ import pandas as pd
 
 from gaave_fast import files
 
-STATUSES = ("clean", "relabeled", "discarded")
+STATUSES = ("clean", "relabeled", "kept", "discarded")
 CHANGES_COLUMNS = ("row", "path", "old_label", "new_label", "status")
 _FERPLUS_VOTES = ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt",
                   "unknown", "NF")
@@ -56,7 +56,7 @@ def export_cleaned(kind: str, source: str | Path, table: pd.DataFrame, classes: 
             ``fer2013`` and ``csv``.
         table: one row per judged sample with columns ``row`` (row of the publisher's label
             file, the readers' ``samples.row``), ``path``, ``label``, ``new_label`` (-1 =
-            discarded) and ``status`` (clean / relabeled / discarded).
+            discarded) and ``status`` (clean / relabeled / kept / discarded; kept rows are unchanged).
         classes: class names, ``classes[label]``.
         out_dir: folder to write into (created).
         split: the split that was read (``affectnet``: which list file, default train).
@@ -93,7 +93,7 @@ def change_list(table: pd.DataFrame, classes: Sequence[str], excluded: pd.DataFr
         empty for discarded and excluded rows), sorted by row.
     """
     names = np.asarray(list(classes) + [""], dtype=object)  # index -1 -> ""
-    changed = table[table["status"] != "clean"]
+    changed = table[~table["status"].isin(("clean", "kept"))]  # a kept candidate keeps its label
     out = pd.DataFrame({"row": changed["row"].to_numpy(np.int64), "path": changed["path"].astype(str).to_numpy(),
                         "old_label": names[changed["label"].to_numpy()],
                         "new_label": names[changed["new_label"].to_numpy()],

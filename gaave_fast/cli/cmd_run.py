@@ -73,8 +73,10 @@ def print_summary(s: dict[str, Any]) -> None:
           f"{s['relabeled']} relabeled, {s['discarded']} discarded")
     for name in ("baseline", "final"):
         if name in s:
-            print(f"{name:>8} test accuracy {s[name]['accuracy']:.4f}, mean class accuracy "
-                  f"{s[name]['mean_class_accuracy']:.4f}")
+            m = s[name]
+            last = (f" (mean of the last {m['last10']['epochs']} epochs {m['last10']['accuracy']:.4f}, "
+                    f"{m['last10']['mean_class_accuracy']:.4f})") if "last10" in m else ""
+            print(f"{name:>8} test accuracy {m['accuracy']:.4f}, mean class accuracy {m['mean_class_accuracy']:.4f}{last}")
     labels = {"table_csv": "per-sample table", "table_parquet": "per-sample table", "cleaned": "cleaned labels",
               "changes": "changed rows", "report": "report"}
     for key, path in s["paths"].items():

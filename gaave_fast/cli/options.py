@@ -11,6 +11,8 @@ from pathlib import Path
 
 from gaave_fast.amp import SCAN_AMP
 from gaave_fast.pipeline import ABLATIONS, PipelineConfig
+from gaave_fast.pipeline.annotate import RELABEL_RULES, UNCERTAIN_RULES
+from gaave_fast.pipeline.config import MAX_CLASS_SHIFT, PRESETS
 from gaave_fast.pipeline.criterion import COMBINE_RULES, TAU_RULES
 from gaave_fast.pipeline.models import ARCHS, check_arch
 
@@ -32,6 +34,9 @@ def add_pipeline_options(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("pipeline (override --config; see docs/pipeline.md)")
     g.add_argument("--config", type=Path, metavar="FILE",
                    help="PipelineConfig as YAML or JSON (a run's config.yaml works); flags override it")
+    g.add_argument("--preset", choices=tuple(PRESETS),
+                   help="default (the library's variant, with the class-shift guard) or paper (the paper's method "
+                        "exactly); it sets the options below that are not given")
     g.add_argument("--arch", type=arch_name, metavar="|".join(ARCHS) + "|torchvision:NAME",
                    help="network of every model (default resnet18); torchvision:NAME = any torchvision "
                         "classification architecture (resnet50, convnext_tiny, ...), from scratch")
@@ -59,6 +64,21 @@ def add_pipeline_options(parser: argparse.ArgumentParser) -> None:
                    help="fused op, plain PyTorch step, or auto (default: fused when built)")
     g.add_argument("--scan-amp", choices=SCAN_AMP,
                    help="autocast dtype of the scan (default auto: bfloat16 on CUDA, float32 on CPU)")
+    g.add_argument("--relabel", choices=RELABEL_RULES,
+                   help="eq5 (the paper's rule) or confident (Eq. 5 only where the annotators agree with "
+                        "probability >= --relabel-confidence); default: the preset's")
+    g.add_argument("--relabel-confidence", type=finite_float,
+                   help=f"agreement --relabel confident needs (default {PipelineConfig().relabel_confidence})")
+    g.add_argument("--uncertain", choices=UNCERTAIN_RULES,
+                   help="candidates left without a new label: drop (the paper) or keep their label")
+    g.add_argument("--max-class-shift", type=finite_float,
+                   help=f"warn when cleaning changes a class's share by more than this relative amount "
+                        f"(default {MAX_CLASS_SHIFT}: 20%% -> 10%% or 30%%); the cap of the class-shift guard")
+    g.add_argument("--class-guard", dest="class_guard", action="store_true", default=None,
+                   help="give candidates back their label to keep every class within --max-class-shift "
+                        "(on in the default preset)")
+    g.add_argument("--no-class-guard", dest="class_guard", action="store_false",
+                   help="no class-shift guard, only the warning (the paper preset)")
     g.add_argument("--ablation", choices=ABLATIONS, help="full (default), no_split or no_annotator")
     g.add_argument("--head-classes", metavar="A,B,...",
                    help="head classes by name or id (default: the automatic split)")
@@ -90,7 +110,9 @@ def build_config(args: argparse.Namespace, classes: list[str], base: PipelineCon
               "gaave_epochs": args.gaave_epochs, "scan_batch_size": args.scan_batch_size,
               "scan_backend": args.scan_backend, "scan_amp": args.scan_amp,
               "ablation": args.ablation, "baseline": args.baseline,
-              "seed": args.seed, "device": check_device(args.device)}
+              "seed": args.seed, "device": check_device(args.device), "preset": args.preset, "relabel": args.relabel,
+              "relabel_confidence": args.relabel_confidence, "uncertain": args.uncertain,
+              "max_class_shift": args.max_class_shift, "class_guard": args.class_guard}
     cfg.update({k: v for k, v in direct.items() if v is not None})
     if args.pretrained is not None:
         if not args.pretrained.is_file():

@@ -322,6 +322,8 @@ def summarize(table: pd.DataFrame, metrics: dict[str, Any], excluded: int, paths
     for key, name in (("baseline", "baseline"), ("final_gaave", "final"), ("final_drop", "final")):
         if "test" in metrics.get(key, {}):
             s[name] = {m: metrics[key]["test"][m] for m in ("accuracy", "mean_class_accuracy")}
+            if "test_last10" in metrics[key]:
+                s[name]["last10"] = metrics[key]["test_last10"]
     s["paths"] = {k: str(v) for k, v in paths.items()}
     return s
 

@@ -11,11 +11,20 @@ from typing import Any
 from gaave_fast import attack, files
 from gaave_fast.amp import SCAN_AMP
 
+from .annotate import RELABEL_RULES, UNCERTAIN_RULES
 from .criterion import COMBINE_RULES, TAU_RULES
 from .models import check_arch
 from .train import TrainConfig
 
 ABLATIONS = ("full", "no_split", "no_annotator")
+MAX_CLASS_SHIFT = 0.5
+PRESETS: dict[str, dict[str, Any]] = {
+    # The paper's method exactly: Eq. 5 relabels every candidate it can, the rest are discarded.
+    "paper": {"relabel": "eq5", "uncertain": "drop", "class_guard": False},
+    # The library's variant: Eq. 5 with the class-shift guard (docs/pipeline.md, "Presets").
+    "default": {"relabel": "eq5", "uncertain": "drop", "class_guard": True},
+}
+"""The value of each preset-dependent field (a field left None takes its preset's value)."""
 
 
 def _base() -> TrainConfig:
@@ -29,6 +38,8 @@ class PipelineConfig:
     """Everything that determines a GAAVE run (with the seed, the outputs are reproducible).
 
     Attributes:
+        preset: ``"default"`` (the library's evidence-backed variant) or ``"paper"`` (the
+            paper's method exactly); it sets every field below that is left None (:data:`PRESETS`).
         seed: seeds the refactoring draw, model initialisation, epoch orders and augmentation.
         ablation: ``"full"`` (the method), ``"no_split"`` (no splitting/refactoring: one model
             and one scan on all classes; candidates are dropped since Eq. 5 needs both
@@ -51,11 +62,22 @@ class PipelineConfig:
         tau_head, tau_tail: thresholds of ``k <= tau``; None = chosen by ``tau_rule``.
         tau_rule: ``"gmm"`` or ``"fraction"`` (with ``tau_fraction``), see :mod:`.criterion`.
         annotator: training of the two self-annotators.
+        relabel: ``"eq5"`` (the paper) or ``"confident"`` (Eq. 5 only where the annotators agree
+            with probability >= ``relabel_confidence``), see :mod:`.annotate`; None = preset.
+        relabel_confidence: the agreement ``"confident"`` needs.
+        uncertain: ``"drop"`` or ``"keep"`` (own label) for candidates left without a new label;
+            None = preset.
+        max_class_shift: the largest relative change of a class's share (``0.5`` = from 20%
+            to 10% or 30%) that cleaning may cause before the run warns; with the guard on, the
+            cap it enforces.
+        class_guard: keep every class's shift within ``max_class_shift`` by giving candidates
+            back their own label (:mod:`.guard`); None = preset (on in ``default``, off in ``paper``).
         final: training of the final model and of the baseline (same settings for both).
         baseline: also train and evaluate the baseline on the raw labels.
         device: None = CUDA if available, else CPU.
     """
 
+    preset: str = "default"
     seed: int = 0
     ablation: str = "full"
     head_classes: list[int] | None = None
@@ -76,6 +98,11 @@ class PipelineConfig:
     tau_rule: str = "gmm"
     tau_fraction: float | None = None
     annotator: TrainConfig = field(default_factory=TrainConfig)
+    relabel: str | None = None
+    relabel_confidence: float = 0.5
+    uncertain: str | None = None
+    max_class_shift: float = MAX_CLASS_SHIFT
+    class_guard: bool | None = None
     final: TrainConfig = field(default_factory=TrainConfig)
     baseline: bool = True
     device: str | None = None
@@ -90,6 +117,16 @@ class PipelineConfig:
                 setattr(self, name, TrainConfig(**v))
             elif not isinstance(v, TrainConfig):
                 raise TypeError(f"{name} must be a TrainConfig or dict, got {type(v).__name__}")
+        if self.preset not in PRESETS:
+            raise ValueError(f"preset must be one of {tuple(PRESETS)}, got {self.preset!r}")
+        if self.relabel is not None and self.relabel not in RELABEL_RULES:
+            raise ValueError(f"relabel must be one of {RELABEL_RULES} or None, got {self.relabel!r}")
+        if self.uncertain is not None and self.uncertain not in UNCERTAIN_RULES:
+            raise ValueError(f"uncertain must be one of {UNCERTAIN_RULES} or None, got {self.uncertain!r}")
+        if not 0 <= self.relabel_confidence <= 1:
+            raise ValueError(f"relabel_confidence must be in [0, 1], got {self.relabel_confidence}")
+        if not self.max_class_shift > 0:
+            raise ValueError(f"max_class_shift must be > 0, got {self.max_class_shift}")
         if self.ablation not in ABLATIONS:
             raise ValueError(f"ablation must be one of {ABLATIONS}, got {self.ablation!r}")
         check_arch(self.arch)
@@ -126,6 +163,13 @@ class PipelineConfig:
     def relabels(self) -> bool:
         """Whether candidates are relabelled by the self-annotators (else dropped)."""
         return self.ablation == "full"
+
+    def setting(self, name: str) -> Any:
+        """A preset-dependent field's value: the field itself, or its preset's value when None."""
+        if name not in PRESETS[self.preset]:
+            raise ValueError(f"{name!r} is not a preset-dependent field; they are {sorted(PRESETS[self.preset])}")
+        v = getattr(self, name)
+        return PRESETS[self.preset][name] if v is None else v
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (JSON/YAML-ready)."""

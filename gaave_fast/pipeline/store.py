@@ -58,6 +58,8 @@ _FIELD_STAGES: dict[str, tuple[str, ...]] = {
     "steps": ("record",), "scan_backend": ("record",), "scan_batch_size": ("record",),
     "combine": ("criterion",), "tau_head": ("criterion",), "tau_tail": ("criterion",),
     "tau_rule": ("criterion",), "tau_fraction": ("criterion",), "annotator": ("annotate",),
+    "preset": ("annotate",), "relabel": ("annotate",), "relabel_confidence": ("annotate",),
+    "uncertain": ("annotate",), "max_class_shift": ("annotate",), "class_guard": ("annotate",),
     "final": ("final", "baseline"), "baseline": ("baseline",), "device": (),
 }
 """The stages each PipelineConfig field affects (every field must be listed: a test checks it)."""
@@ -305,7 +307,9 @@ class RunStore:
         barrier()
 
     def load_annotations(self) -> dict[str, np.ndarray]:
-        """``{"index", "pred_head", "pred_tail", "new_label"}`` over the candidates."""
+        """``{"index", "pred_head", "pred_tail", "prob_head", "prob_tail", "eq5_label", "confidence",
+        "new_label", "kept", "guarded"}`` over the candidates (runs saved before the relabel options
+        have the first four and ``new_label`` only)."""
         z = np.load(self._marker("annotate"))
         return {k: z[k] for k in z.files}
 
@@ -342,8 +346,14 @@ class RunStore:
             return pd.read_csv(self.file("table_csv"))
         raise FileNotFoundError(f"{self.root} has no samples.parquet or samples.csv: the run has not finished")
 
-    def save_metrics(self, config: PipelineConfig) -> dict[str, Any]:
-        """Gather every saved stage's metrics and the timings into metrics.json; returns the dict."""
+    def save_metrics(self, config: PipelineConfig, class_shift: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Gather every saved stage's metrics and the timings into metrics.json; returns the dict.
+
+        Args:
+            config: the run's config.
+            class_shift: the final training set's per-class counts and shifts
+                (:func:`~.guard.shift_report`), stored as ``class_shift``.
+        """
         r: dict[str, Any] = {"config": config.to_dict()}
         r["split"] = files.read_json(self._marker("split"))
         if config.pretrained is not None and self.file("pretrained").exists():
@@ -352,15 +362,20 @@ class RunStore:
         if self.has("criterion"):
             r["criterion"] = files.read_json(self._marker("criterion"))
         if self.has("annotate"):
-            new = self.load_annotations()["new_label"]
-            r["annotate"] = {"candidates": int(new.size), "relabeled": int((new >= 0).sum()),
-                             "discarded": int((new < 0).sum())}
+            a = self.load_annotations()
+            new, kept = a["new_label"], a.get("kept", np.zeros(a["new_label"].size, bool))
+            r["annotate"] = {"candidates": int(new.size), "relabeled": int(((new >= 0) & ~kept).sum()),
+                             "kept": int(kept.sum()), "discarded": int((new < 0).sum())}
+            if "guarded" in a:
+                r["annotate"]["guarded"] = int(a["guarded"].sum())
             for name in ("head", "tail"):
                 if self.has(f"annotator:{name}"):
                     r["annotate"][f"annotator_{name}"] = self.load_metrics(f"annotator:{name}")
         for key in ("baseline", "final:drop", "final:gaave"):
             if self.has(key):
                 r[self.dir(key).name] = self.load_metrics(key)
+        if class_shift is not None:
+            r["class_shift"] = class_shift
         if self.file("timings").exists():
             r["timings"] = self.timings()
         if is_main():
