@@ -61,8 +61,8 @@ inline void check_per_sample(const at::Tensor& logits, const at::Tensor& labels,
 inline void check_step(const at::Tensor& x, const at::Tensor& x0, const at::Tensor& grad,
                        const at::Tensor& logits, const at::Tensor& labels, const at::Tensor& k,
                        const at::Tensor& first_miss, const at::Tensor& eps,
-                       const at::Tensor& alpha, const at::Tensor& lo, const at::Tensor& hi) {
-  const char* op = "pgd_step_";
+                       const at::Tensor& alpha, const at::Tensor& lo, const at::Tensor& hi,
+                       const char* op = "pgd_step_") {
   TORCH_CHECK(x.dim() >= 2, op, ": x must be [N, C, ...] (at least 2-D), got shape ", x.sizes());
   TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kBFloat16 ||
                   x.scalar_type() == at::kHalf,
@@ -97,6 +97,33 @@ inline void check_step(const at::Tensor& x, const at::Tensor& x0, const at::Tens
                 device);
   }
   check_per_sample(logits, labels, k, first_miss, op);
+}
+
+// The extra arguments of pgd_decide_step_: per-sample step (int32) and decided
+// (bool), both written in place, and the attack's S and tau.
+inline void check_decide(const at::Tensor& logits, const at::Tensor& step,
+                         const at::Tensor& decided, int64_t steps, int64_t tau) {
+  const char* op = "pgd_decide_step_";
+  const int64_t n = logits.size(0);
+  TORCH_CHECK(step.dim() == 1 && step.size(0) == n, op, ": step must have shape [", n,
+              "] to match logits, got ", step.sizes());
+  TORCH_CHECK(step.scalar_type() == at::kInt, op, ": step must be int32, got ",
+              step.scalar_type());
+  TORCH_CHECK(step.is_contiguous(), op, ": step must be contiguous (it is written in place)");
+  TORCH_CHECK(decided.dim() == 1 && decided.size(0) == n, op, ": decided must have shape [", n,
+              "] to match logits, got ", decided.sizes());
+  TORCH_CHECK(decided.scalar_type() == at::kBool, op, ": decided must be bool, got ",
+              decided.scalar_type());
+  TORCH_CHECK(decided.is_contiguous(), op,
+              ": decided must be contiguous (it is written in place)");
+  TORCH_CHECK(step.device() == logits.device(), op, ": step is on ", step.device(),
+              " but logits is on ", logits.device());
+  TORCH_CHECK(decided.device() == logits.device(), op, ": decided is on ", decided.device(),
+              " but logits is on ", logits.device());
+  TORCH_CHECK(steps >= 0 && steps < (int64_t{1} << 30), op,
+              ": steps must be in [0, 2^30), got ", steps);
+  TORCH_CHECK(tau >= -1 && tau <= steps + 1, op, ": tau must be in [-1, steps + 1] = [-1, ",
+              steps + 1, "], got ", tau);
 }
 
 }  // namespace gaave_fast

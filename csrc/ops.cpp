@@ -28,6 +28,14 @@ TORCH_LIBRARY(gaave_fast, m) {
   m.def(
       "count_k_(Tensor logits, Tensor labels, Tensor(a!) k, Tensor(b!) first_miss, "
       "int step) -> ()");
+  // pgd_step_ for the early-exit scan: every sample has its own current step
+  // (int32 [N], advanced in place) and a decided flag (bool [N]) set once the
+  // verdict k <= tau is certain (csrc/pgd_step.h, verdict_certain). Decided
+  // samples are frozen: their k, first_miss and step no longer change.
+  m.def(
+      "pgd_decide_step_(Tensor(a!) x, Tensor x0, Tensor grad, Tensor logits, Tensor labels, "
+      "Tensor(b!) k, Tensor(c!) first_miss, Tensor(d!) step, Tensor(e!) decided, int steps, "
+      "int tau, Tensor eps, Tensor alpha, Tensor lo, Tensor hi) -> ()");
   m.def("build_info() -> str", &build_info);
 }
 

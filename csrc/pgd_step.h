@@ -72,4 +72,26 @@ GAAVE_HD void record_match(bool match, int32_t step, int32_t* k, int32_t* first_
   }
 }
 
+// Is the verdict "k <= tau" certain once the points x(0)..x(step) of an S-step
+// attack are counted and `k` of them matched? k never falls, so k > tau is
+// certain once k > tau; and k <= tau is certain once matching at all S - step
+// remaining points would still leave k <= tau. At step == S one of the two
+// always holds, so every sample is decided by the end of its attack.
+GAAVE_HD bool verdict_certain(int32_t k, int32_t step, int32_t steps, int32_t tau) {
+  return k > tau || k + (steps - step) <= tau;
+}
+
+// The per-sample bookkeeping of the early-exit scan, where every sample has its
+// own current step (samples join the batch at different times). A decided sample
+// is frozen: k, first_miss and step keep their values at the decision, so the
+// result does not depend on how long the sample stays in the batch afterwards.
+// Otherwise: record the match at `*step`, decide, and advance to the next point.
+GAAVE_HD void record_decision(bool match, int32_t steps, int32_t tau, int32_t* k,
+                              int32_t* first_miss, int32_t* step, bool* decided) {
+  if (*decided) return;
+  record_match(match, *step, k, first_miss);
+  *decided = verdict_certain(*k, *step, steps, tau);
+  *step += 1;
+}
+
 }  // namespace gaave_fast

@@ -8,6 +8,8 @@ CUDA (csrc/cuda):
   prediction left the label, then move x to x(s+1) =
   clamp(clamp(x + alpha*sign(grad), x0 - eps, x0 + eps), lo, hi). One launch.
 * ``count_k_``: the counting half alone, for the last point x(S).
+* ``pgd_decide_step_``: ``pgd_step_`` for the early-exit scan: every sample has its own
+  current step, and a flag set (in the same launch) once its verdict k <= tau is certain.
 
 Each op has a reference here (``*_reference_``) written in plain PyTorch; the tests
 require the kernels to equal them exactly.
@@ -26,8 +28,11 @@ __all__ = [
     "count_k_reference_",
     "cuda_available",
     "extension_error",
+    "pgd_decide_step_",
+    "pgd_decide_step_reference_",
     "pgd_step_",
     "pgd_step_reference_",
+    "verdict_certain",
 ]
 
 _LOAD_ERROR: BaseException | None = None
@@ -111,6 +116,53 @@ def pgd_step_(
     torch.ops.gaave_fast.pgd_step_(
         x, x0, grad, logits, labels, k, first_miss, step, eps, alpha, lo, hi
     )
+
+
+def pgd_decide_step_(
+    x: torch.Tensor,
+    x0: torch.Tensor,
+    grad: torch.Tensor,
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    k: torch.Tensor,
+    first_miss: torch.Tensor,
+    step: torch.Tensor,
+    decided: torch.Tensor,
+    steps: int,
+    tau: int,
+    eps: torch.Tensor,
+    alpha: torch.Tensor,
+    lo: torch.Tensor,
+    hi: torch.Tensor,
+) -> None:
+    """One fused early-exit PGD step, in place on ``x``, ``k``, ``first_miss``, ``step``, ``decided``.
+
+    For every sample not yet decided: count whether ``logits`` (computed at its current point
+    x(step[i])) predict the label as :func:`pgd_step_` does, set ``decided[i]`` when the verdict
+    ``k <= tau`` has become certain (:func:`verdict_certain`) and advance ``step[i]`` by one.
+    Decided samples are frozen (k, first_miss and step keep their values). Then every sample's x
+    moves one step as in :func:`pgd_step_` (a decided sample's x is not used again).
+
+    Args:
+        x, x0, grad, logits, labels, k, first_miss, eps, alpha, lo, hi: as :func:`pgd_step_`.
+        step: N int32, the index s of each sample's current point (0..S).
+        decided: N bool.
+        steps: S, the attack's number of steps (k counts the points 0..S).
+        tau: the threshold of the verdict ``k <= tau``, in [-1, S + 1].
+    """
+    _require_extension()
+    torch.ops.gaave_fast.pgd_decide_step_(
+        x, x0, grad, logits, labels, k, first_miss, step, decided, steps, tau, eps, alpha, lo, hi
+    )
+
+
+def verdict_certain(k, step, steps: int, tau: int):
+    """Whether ``k <= tau`` is certain after counting points 0..step with k matches (arrays or ints).
+
+    k never falls, so ``k > tau`` is certain once it holds; ``k <= tau`` is certain once even
+    matching at all ``steps - step`` remaining points keeps ``k + (steps - step) <= tau``.
+    """
+    return (k > tau) | (k + (steps - step) <= tau)
 
 
 def count_k_(
@@ -199,6 +251,11 @@ def pgd_step_reference_(
 ) -> None:
     """Reference of :func:`pgd_step_` in plain PyTorch (same arguments), float32 math."""
     count_k_reference_(logits, labels, k, first_miss, step)
+    _move_reference_(x, x0, grad, eps, alpha, lo, hi)
+
+
+def _move_reference_(x, x0, grad, eps, alpha, lo, hi) -> None:
+    """x = clamp(clamp(x + alpha*sign(grad), x0 - eps, x0 + eps), lo, hi) per channel, in place."""
     shape = (1, -1) + (1,) * (x.dim() - 2)
     e, a, l, h = (t.view(shape) for t in (eps, alpha, lo, hi))
     direction = torch.sign(grad.float())
@@ -207,6 +264,35 @@ def pgd_step_reference_(
     x0f = x0.float()
     y = _clamp_to(y, x0f - e, x0f + e)
     x.copy_(_clamp_to(y, l, h))
+
+
+def pgd_decide_step_reference_(
+    x: torch.Tensor,
+    x0: torch.Tensor,
+    grad: torch.Tensor,
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    k: torch.Tensor,
+    first_miss: torch.Tensor,
+    step: torch.Tensor,
+    decided: torch.Tensor,
+    steps: int,
+    tau: int,
+    eps: torch.Tensor,
+    alpha: torch.Tensor,
+    lo: torch.Tensor,
+    hi: torch.Tensor,
+) -> None:
+    """Reference of :func:`pgd_decide_step_` in plain PyTorch (same arguments), float32 math."""
+    values = logits.float()
+    match = (values.argmax(dim=1) == labels) & ~torch.isnan(values).any(dim=1)
+    live = ~decided
+    new_k = k + (match & live).to(k.dtype)
+    first_miss.copy_(torch.where(live & ~match & (first_miss < 0), step, first_miss))
+    decided.copy_(decided | verdict_certain(new_k, step, steps, tau))
+    k.copy_(new_k)
+    step.add_(live.to(step.dtype))
+    _move_reference_(x, x0, grad, eps, alpha, lo, hi)
 
 
 def _clamp_to(y: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
@@ -230,6 +316,17 @@ if _LOAD_ERROR is None:
             torch._check(
                 t.dim() == 1 and t.shape[0] == x.shape[1],
                 lambda name=name: f"pgd_step_: {name} must have shape [C]",
+            )
+        return None
+
+    @torch.library.register_fake("gaave_fast::pgd_decide_step_")
+    def _pgd_decide_step_fake(x, x0, grad, logits, labels, k, first_miss, step, decided, steps, tau, eps, alpha,
+                              lo, hi):
+        _pgd_step_fake(x, x0, grad, logits, labels, k, first_miss, 0, eps, alpha, lo, hi)
+        for name, t in (("step", step), ("decided", decided)):
+            torch._check(
+                t.dim() == 1 and t.shape[0] == x.shape[0],
+                lambda name=name: f"pgd_decide_step_: {name} must have shape [N]",
             )
         return None
 

@@ -10,6 +10,9 @@ from typing import Any
 import numpy as np
 
 COLUMNS = ("index", "k", "label", "pred", "first_miss", "margin", "loss")
+# Columns of an early-exit scan (``scan(..., decide_tau=tau)``); a full scan has steps_run = S
+# and k_exact = True everywhere and does not write them.
+DECIDE_COLUMNS = ("steps_run", "k_exact")
 _DTYPES = {
     "index": np.int64,
     "k": np.int16,
@@ -18,6 +21,8 @@ _DTYPES = {
     "first_miss": np.int16,
     "margin": np.float32,
     "loss": np.float32,
+    "steps_run": np.int16,
+    "k_exact": np.bool_,
 }
 
 
@@ -51,6 +56,13 @@ class ScanResult:
         loss: clean cross-entropy of the label (nats), the small-loss criterion's score.
         eps, alpha: the attack's radius and step in [0,1] pixel units; steps: S.
         meta: free-form settings of the run (model fingerprint, backend, ...).
+        steps_run: PGD steps actually run per sample (int16, 0..S): S for a full scan; an
+            early-exit scan stops at the step where the verdict ``k <= decide_tau`` became certain.
+        k_exact: whether k is the exact count (bool): always for a full scan; for an early-exit
+            scan only where the attack ran to the end (steps_run == S). Elsewhere k is censored:
+            k counts the points 0..steps_run, and the true k lies in [k, :attr:`k_max`], which is
+            entirely above decide_tau or entirely at or below it.
+        decide_tau: the tau of an early-exit scan, None for a full scan.
     """
 
     index: np.ndarray
@@ -64,9 +76,19 @@ class ScanResult:
     alpha: float
     steps: int
     meta: dict[str, Any] = field(default_factory=dict)
+    steps_run: np.ndarray | None = None
+    k_exact: np.ndarray | None = None
+    decide_tau: int | None = None
 
     def __post_init__(self) -> None:
-        arrays = {name: np.asarray(getattr(self, name), dtype=_DTYPES[name]) for name in COLUMNS}
+        n = len(np.asarray(self.index))
+        if self.steps_run is None:
+            self.steps_run = np.full(n, self.steps)
+        if self.k_exact is None:
+            self.k_exact = np.asarray(self.steps_run) == self.steps
+        if self.decide_tau is not None:
+            self.decide_tau = int(self.decide_tau)
+        arrays = {name: np.asarray(getattr(self, name), dtype=_DTYPES[name]) for name in (*COLUMNS, *DECIDE_COLUMNS)}
         n = len(arrays["index"])
         for name, values in arrays.items():
             if values.shape != (n,):
@@ -77,6 +99,16 @@ class ScanResult:
         if n and np.any(np.diff(self.index) == 0):
             dup = self.index[np.flatnonzero(np.diff(self.index) == 0)[0]]
             raise ValueError(f"dataset index {dup} appears more than once in the scan")
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The per-sample columns this result writes: COLUMNS, plus DECIDE_COLUMNS for early exit."""
+        return COLUMNS if self.decide_tau is None else (*COLUMNS, *DECIDE_COLUMNS)
+
+    @property
+    def k_max(self) -> np.ndarray:
+        """Upper bound of each sample's k (int16 [N]): k + (S - steps_run); equals k where k_exact."""
+        return (self.k + (self.steps - self.steps_run)).astype(np.int16)
 
     def __len__(self) -> int:
         return len(self.index)
@@ -96,24 +128,41 @@ class ScanResult:
         return suspicion_score(self.k, self.margin)
 
     def noisy(self, tau: int) -> np.ndarray:
-        """Dataset indices of the noise candidates, k <= tau (int64, ascending)."""
-        return self.index[self.k <= tau]
+        """Dataset indices of the noise candidates, k <= tau (int64, ascending).
+
+        Raises ValueError when censored k leave the verdict open for some sample (possible for an
+        early-exit scan asked about another tau than its ``decide_tau``).
+        """
+        return self.index[self._at_most(tau)]
 
     def clean(self, tau: int) -> np.ndarray:
-        """Dataset indices with k > tau (int64, ascending)."""
-        return self.index[self.k > tau]
+        """Dataset indices with k > tau (int64, ascending); ValueError as :meth:`noisy`."""
+        return self.index[~self._at_most(tau)]
+
+    def _at_most(self, tau: float) -> np.ndarray:
+        """k <= tau per sample, from the bounds [k, k_max] (equal where k is exact)."""
+        low, high = self.k <= tau, self.k_max <= tau
+        if np.any(low != high):
+            raise ValueError(
+                f"k <= {tau} is unknown for {int((low != high).sum())} samples: this early-exit scan "
+                f"decided k <= {self.decide_tau} only; scan fully (decide_tau=None) for other thresholds"
+            )
+        return low
 
     def to_pandas(self):
         """A DataFrame indexed by dataset index with k, label, pred, first_miss, margin, loss, score."""
         import pandas as pd
 
-        frame = pd.DataFrame({name: getattr(self, name) for name in COLUMNS[1:]}, index=self.index)
+        frame = pd.DataFrame({name: getattr(self, name) for name in self.columns[1:]}, index=self.index)
         frame.index.name = "index"
         frame["score"] = self.score
         return frame
 
     def _settings(self) -> dict[str, Any]:
-        return {"eps": self.eps, "alpha": self.alpha, "steps": self.steps, "meta": self.meta}
+        settings = {"eps": self.eps, "alpha": self.alpha, "steps": self.steps, "meta": self.meta}
+        if self.decide_tau is not None:
+            settings["decide_tau"] = self.decide_tau
+        return settings
 
     def save(self, path: str | Path) -> Path:
         """Write to ``.npz``, ``.parquet`` or ``.csv`` (chosen by the suffix); returns the path."""
@@ -121,12 +170,12 @@ class ScanResult:
         suffix = path.suffix.lower()
         settings = json.dumps(self._settings())
         if suffix == ".npz":
-            np.savez(path, settings=np.array(settings), **{name: getattr(self, name) for name in COLUMNS})
+            np.savez(path, settings=np.array(settings), **{name: getattr(self, name) for name in self.columns})
         elif suffix == ".parquet":
             import pyarrow as pa
             import pyarrow.parquet as pq
 
-            table = pa.table({name: getattr(self, name) for name in COLUMNS})
+            table = pa.table({name: getattr(self, name) for name in self.columns})
             table = table.replace_schema_metadata({b"gaave_fast": settings.encode()})
             pq.write_table(table, path)
         elif suffix == ".csv":
@@ -150,7 +199,7 @@ class ScanResult:
                 if missing:
                     raise ValueError(f"{path}: not a gaave_fast scan result (missing {missing})")
                 settings = json.loads(str(data["settings"]))
-                columns = {name: data[name] for name in COLUMNS}
+                columns = {name: data[name] for name in (*COLUMNS, *DECIDE_COLUMNS) if name in data}
         elif suffix == ".parquet":
             import pyarrow.parquet as pq
 
@@ -159,7 +208,8 @@ class ScanResult:
             if raw is None:
                 raise ValueError(f"{path}: not a gaave_fast scan result (no settings in its metadata)")
             settings = json.loads(raw)
-            columns = {name: table.column(name).to_numpy() for name in COLUMNS}
+            columns = {name: table.column(name).to_numpy() for name in (*COLUMNS, *DECIDE_COLUMNS)
+                       if name in table.column_names}
         elif suffix == ".csv":
             import pandas as pd
 
@@ -169,11 +219,11 @@ class ScanResult:
                 raise ValueError(f"{path}: not a gaave_fast scan result (first line is not its header)")
             settings = json.loads(first[len("# gaave_fast "):])
             frame = pd.read_csv(path, comment="#")
-            columns = {name: frame[name].to_numpy() for name in COLUMNS}
+            columns = {name: frame[name].to_numpy() for name in (*COLUMNS, *DECIDE_COLUMNS) if name in frame}
         else:
             raise ValueError(f"load path {path}: use a .npz, .parquet or .csv suffix")
         return cls(**columns, eps=settings["eps"], alpha=settings["alpha"], steps=settings["steps"],
-                   meta=settings.get("meta", {}))
+                   meta=settings.get("meta", {}), decide_tau=settings.get("decide_tau"))
 
     @classmethod
     def concatenate(cls, parts: list[ScanResult]) -> ScanResult:
@@ -184,9 +234,9 @@ class ScanResult:
         """
         if not parts:
             raise ValueError("concatenate needs at least one ScanResult")
-        joined = {name: np.concatenate([getattr(p, name) for p in parts]) for name in COLUMNS}
+        joined = {name: np.concatenate([getattr(p, name) for p in parts]) for name in (*COLUMNS, *DECIDE_COLUMNS)}
         _, first = np.unique(joined["index"], return_index=True)
         first.sort()
         head = parts[0]
         return cls(**{name: values[first] for name, values in joined.items()}, eps=head.eps,
-                   alpha=head.alpha, steps=head.steps, meta=head.meta)
+                   alpha=head.alpha, steps=head.steps, meta=head.meta, decide_tau=head.decide_tau)

@@ -30,9 +30,10 @@ import torch.nn.functional as F
 from gaave_fast import ops
 from gaave_fast.attack import EPS, STEPS, default_alpha
 from gaave_fast.batches import parse_batch, refuses_positions
-from gaave_fast.checkpoint import ScanCheckpoint, model_fingerprint
+from gaave_fast.checkpoint import ScanCheckpoint, data_fingerprint, image_checksums, model_fingerprint
 from gaave_fast.distributed import rank_world
-from gaave_fast.result import COLUMNS, ScanResult
+from gaave_fast.early_exit import run_decided
+from gaave_fast.result import COLUMNS, DECIDE_COLUMNS, ScanResult
 
 __all__ = ["scan"]
 
@@ -63,6 +64,7 @@ def scan(
     checkpoint_every: float = 60.0,
     progress: bool = True,
     num_samples: int | None = None,
+    decide_tau: int | None = None,
 ) -> ScanResult:
     """Attack every sample of ``loader`` with L-inf PGD and count k per sample.
 
@@ -95,12 +97,18 @@ def scan(
             once per model and kept while the model lives; k equals the eager path's in
             float32 up to the rare gradient sign that rounding flips.
         checkpoint: file (.npz) to save progress to; a rerun with the same arguments
-            resumes from it and ends with the same result. Under torch.distributed
-            each rank writes ``<stem>.rank<r>.npz``.
+            resumes from it and ends with the same result. A checkpoint of another model,
+            setting or data (other labels or images at the same dataset indices) is refused
+            with a ValueError. Under torch.distributed each rank writes ``<stem>.rank<r>.npz``.
         checkpoint_every: seconds between checkpoint writes (0 = after every batch).
         progress: show a progress bar with samples/s and ETA.
         num_samples: total number of samples, for the progress bar when the loader
             has no length.
+        decide_tau: early exit (:mod:`gaave_fast.early_exit`): stop attacking a sample as soon
+            as the verdict ``k <= decide_tau`` is certain, and refill the batch from the loader.
+            The candidates ``k <= decide_tau`` are exactly those of the full scan; k is exact
+            where ``result.k_exact`` (the attack ran to the end) and censored elsewhere, and
+            ``result.steps_run`` holds the steps each sample took. Not with ``cuda_graph``.
 
     Returns:
         A :class:`ScanResult` sorted by dataset index. Under torch.distributed every
@@ -125,6 +133,13 @@ def scan(
         raise ValueError("compile and cuda_graph exclude each other: use compile='reduce-overhead' for CUDA graphs")
     if cuda_graph and device.type != "cuda":
         raise ValueError("cuda_graph=True needs a CUDA device")
+    if decide_tau is not None:
+        if isinstance(decide_tau, bool) or not isinstance(decide_tau, (int, np.integer)) \
+                or not -1 <= decide_tau <= steps + 1:
+            raise ValueError(f"decide_tau must be an int in [-1, steps + 1] = [-1, {steps + 1}], got {decide_tau!r}")
+        if cuda_graph:
+            raise ValueError("decide_tau (early exit) cannot run in a CUDA graph: the batch changes every refill")
+        decide_tau = int(decide_tau)
     if channels_last is None:
         channels_last = device.type == "cuda"
 
@@ -132,23 +147,28 @@ def scan(
     settings = dict(eps=float(eps), alpha=float(alpha), steps=steps,
                     mean=None if mean is None else [float(v) for v in mean],
                     std=None if std is None else [float(v) for v in std],
-                    amp=None if amp is None else str(amp))
+                    amp=None if amp is None else str(amp), decide_tau=decide_tau)
     store = None
     if checkpoint is not None:
         path = Path(checkpoint)
         if world > 1:
             path = path.with_name(f"{path.stem}.rank{rank}{path.suffix or '.npz'}")
         fingerprint = dict(settings, model=model_fingerprint(model), num_samples=_dataset_size(loader, num_samples),
-                           rank=rank, world=world)
-        store = ScanCheckpoint(path, fingerprint)
+                           data=data_fingerprint(loader), rank=rank, world=world)
+        store = ScanCheckpoint(path, fingerprint, COLUMNS if decide_tau is None else (*COLUMNS, *DECIDE_COLUMNS))
 
     attack = _Attack(model, device, steps, eps, alpha, mean, std, amp, channels_last, backend, cuda_graph, compile)
     with _frozen(model):
-        columns = _run(loader, attack, store, checkpoint_every, progress, num_samples)
+        if decide_tau is None:
+            columns = _run(loader, attack, store, checkpoint_every, progress, num_samples)
+        else:
+            columns = run_decided(loader, attack, decide_tau, backend, store, checkpoint_every, progress,
+                                  num_samples)
     if len(columns["index"]) == 0 and world == 1:
         raise ValueError("the loader yielded no samples: nothing to scan")
     meta = dict(settings, backend=backend, device=str(device), compile=compile)
-    result = ScanResult(**columns, eps=float(eps), alpha=float(alpha), steps=steps, meta=meta)
+    result = ScanResult(**columns, eps=float(eps), alpha=float(alpha), steps=steps, meta=meta,
+                        decide_tau=decide_tau)
     if world > 1:
         result = _gather(result)
     return result
@@ -235,11 +255,13 @@ class _Attack:
         first_miss = torch.full((n,), -1, dtype=torch.int32, device=self.device)
         x = x0.clone()
         clean = None
+        finite_logits = torch.ones(n, dtype=torch.bool, device=self.device)
         for s in range(self.steps):
             x.requires_grad_(True)
             logits, loss = self._loss(x, labels, n, label_max)
             if s == 0:
                 clean = logits.detach()
+            finite_logits &= torch.isfinite(logits.detach()).all(dim=1)
             (grad,) = torch.autograd.grad(loss, x)
             x = x.detach()
             self.step_fn(x, x0, grad, logits.detach(), labels, k, first_miss, s, eps, alpha, lo, hi)
@@ -247,10 +269,11 @@ class _Attack:
         with torch.no_grad(), self._autocast():
             logits = self._logits(x, n, label_max)
         self.count_fn(logits, labels, k, first_miss, self.steps)
+        finite_logits &= torch.isfinite(logits).all(dim=1)
         clean = logits if clean is None else clean
         return dict(k=k, first_miss=first_miss, pred=clean.argmax(dim=1), margin=_margin(clean, labels),
                     loss=F.cross_entropy(clean.float(), labels, reduction="none"),
-                    finite=torch.isfinite(x0).flatten(1).all(dim=1))
+                    finite=torch.isfinite(x0).flatten(1).all(dim=1), finite_logits=finite_logits)
 
     def _loss(self, x: torch.Tensor, labels: torch.Tensor, n: int, label_max: int
               ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -280,6 +303,8 @@ class _Attack:
         if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or logits.shape[0] != n:
             shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
             raise ValueError(f"the model must return logits of shape [N, K] = [{n}, K], got {shape}")
+        if logits.dtype == torch.float64:  # the attack ops take float32 (and lower-precision autocast) logits
+            logits = logits.float()
         if logits.shape[1] < 2:
             raise ValueError(f"the model must output at least 2 classes, got {logits.shape[1]}")
         self.num_classes = logits.shape[1]
@@ -339,14 +364,13 @@ class _Pending:
 
 def _run(loader, attack: _Attack, store: ScanCheckpoint | None, checkpoint_every: float, progress: bool,
          num_samples: int | None) -> dict[str, np.ndarray]:
-    done: dict[str, list[np.ndarray]] = {name: [] for name in COLUMNS}
+    done: dict[str, list[np.ndarray]] = {name: [] for name in (*COLUMNS, "checksum")}
     finished: set[int] = set()
-    if store is not None:
-        saved = store.load()
-        if saved is not None:
-            for name in COLUMNS:
-                done[name].append(saved[name])
-            finished.update(saved["index"].tolist())
+    saved = store.load() if store is not None else None
+    if saved is not None:
+        for name, parts in done.items():
+            parts.append(saved[name])
+        finished.update(saved["index"].tolist())
 
     total = num_samples if num_samples is not None else _loader_size(loader)
     bar = _progress(total, progress, initial=len(finished))
@@ -361,6 +385,10 @@ def _run(loader, attack: _Attack, store: ScanCheckpoint | None, checkpoint_every
         if not bool(out["finite"].all()):
             bad = p.indices[int((~out["finite"]).nonzero()[0, 0])]
             raise ValueError(f"batch {p.number}: the image at dataset index {bad} holds NaN or Inf values")
+        if not bool(out["finite_logits"].all()):
+            bad = p.indices[int((~out["finite_logits"]).nonzero()[0, 0])]
+            raise ValueError(f"batch {p.number}: the model's logits for dataset index {bad} are NaN or Inf, so k "
+                             "would be meaningless; check the model (and --mean/--std) on that image")
         done["index"].append(p.indices)
         done["label"].append(p.labels)
         done["k"].append(out["k"].numpy().astype(np.int16))
@@ -368,6 +396,7 @@ def _run(loader, attack: _Attack, store: ScanCheckpoint | None, checkpoint_every
         done["pred"].append(out["pred"].numpy().astype(np.int64))
         done["margin"].append(out["margin"].numpy().astype(np.float32))
         done["loss"].append(out["loss"].numpy().astype(np.float32))
+        done["checksum"].append(out["checksum"].numpy().astype(np.float32))
         bar.update(len(p.indices))
 
     def save() -> None:
@@ -389,6 +418,9 @@ def _run(loader, attack: _Attack, store: ScanCheckpoint | None, checkpoint_every
             position += n
             idx = indices.numpy()
             todo = np.array([i not in finished for i in idx.tolist()], dtype=bool)
+            if saved is not None and not todo.all():
+                store.check_samples(saved, number, idx[~todo], batch.labels.cpu().numpy()[~todo],
+                                    image_checksums(batch.images[torch.from_numpy(~todo).to(batch.images.device)]))
             if not todo.any():  # finished before a resume
                 continue
             repeated = [i for i in idx[todo].tolist() if i in seen]
@@ -404,6 +436,7 @@ def _run(loader, attack: _Attack, store: ScanCheckpoint | None, checkpoint_every
             label_max = int(labels.max()) if len(labels) else 0
             x0 = attack.prepare(images)
             out = attack(x0, labels.to(attack.device, non_blocking=True), label_max)
+            out["checksum"] = image_checksums(images)
             current = _Pending(number, idx[todo], labels.numpy(), out)
             if pending is not None:
                 collect(pending)  # the previous batch: finished on the device by now
@@ -420,7 +453,8 @@ def _run(loader, attack: _Attack, store: ScanCheckpoint | None, checkpoint_every
         bar.close()
     if store is not None:
         save()
-    return {name: np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64) for name, parts in done.items()}
+    return {name: np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64) for name, parts in done.items()
+            if name in COLUMNS}
 
 
 # --- helpers ---------------------------------------------------------------------------
@@ -428,8 +462,8 @@ def _run(loader, attack: _Attack, store: ScanCheckpoint | None, checkpoint_every
 
 @contextlib.contextmanager
 def _frozen(model: torch.nn.Module):
-    """Eval mode and no parameter gradients for the scan; restored afterwards."""
-    was_training = model.training
+    """Eval mode and no parameter gradients for the scan; restored afterwards (every submodule's own mode)."""
+    modes = [(m, m.training) for m in model.modules()]
     flags = [(p, p.requires_grad) for p in model.parameters()]
     model.eval()
     for p, _ in flags:
@@ -439,7 +473,9 @@ def _frozen(model: torch.nn.Module):
     finally:
         for p, flag in flags:
             p.requires_grad_(flag)
-        model.train(was_training)
+        model.train(modes[0][1])  # the root's own train() (it may do more than set flags) ...
+        for m, mode in modes:  # ... then each submodule's flag as it was
+            m.training = mode
 
 
 def _model_device(model: torch.nn.Module) -> torch.device:
@@ -481,10 +517,12 @@ def _progress(total: int | None, enabled: bool, initial: int):
 def _gather(local: ScanResult) -> ScanResult:
     """Every rank's shard, joined into one result on every rank."""
     parts: list = [None] * torch.distributed.get_world_size()
-    payload = {name: getattr(local, name) for name in COLUMNS}
+    payload = {name: getattr(local, name) for name in (*COLUMNS, *DECIDE_COLUMNS)}
     torch.distributed.all_gather_object(parts, payload)
     results = [
-        ScanResult(**p, eps=local.eps, alpha=local.alpha, steps=local.steps, meta=local.meta) for p in parts
+        ScanResult(**p, eps=local.eps, alpha=local.alpha, steps=local.steps, meta=local.meta,
+                   decide_tau=local.decide_tau)
+        for p in parts
     ]
     merged = ScanResult.concatenate(results)
     if len(merged) == 0:

@@ -148,12 +148,26 @@ def test_scan_exported_and_torchscript_models_agree(faces, tmp_path):
     results = []
     for model in (prog, script):
         out = tmp_path / f"{model.suffix[1:]}.npz"
+        trust = ["--trust-model"] if model.suffix == ".ts" else []  # TorchScript runs code from the file
         assert main(["scan", f"folder:{faces['test']}", "--model", str(model), "--image-size", "16", "--out",
-                     str(out), "--eps", "8/255", "--steps", "4", "--no-progress"]) == 0
+                     str(out), "--eps", "8/255", "--steps", "4", "--no-progress", *trust]) == 0
         results.append(ScanResult.load(out))
     assert len(results[0]) == 20 and results[0].eps == pytest.approx(8 / 255)
     np.testing.assert_array_equal(results[0].k, results[1].k)
     np.testing.assert_allclose(results[0].margin, results[1].margin, rtol=1e-5, atol=1e-5)
+
+
+def test_scan_decide_tau_keeps_the_candidates(faces, tmp_path, capsys):
+    prog = exported(5, tmp_path / "five.pt2")
+    common = ["scan", f"folder:{faces['test']}", "--model", str(prog), "--image-size", "16", "--eps", "8/255",
+              "--steps", "4", "--no-progress"]
+    assert main([*common, "--out", str(tmp_path / "full.npz")]) == 0
+    assert main([*common, "--out", str(tmp_path / "early.csv"), "--decide-tau", "1"]) == 0
+    assert "early exit at T = 1" in capsys.readouterr().out
+    full, early = ScanResult.load(tmp_path / "full.npz"), ScanResult.load(tmp_path / "early.csv")
+    np.testing.assert_array_equal(early.noisy(1), full.noisy(1))
+    assert "k_exact" in pd.read_csv(tmp_path / "early.csv", comment="#").columns
+    one_line_error(capsys, main([*common, "--decide-tau", "9"]), "--decide-tau 9", "0..4")
 
 
 def test_scan_checkpoint_not_a_model(faces, tmp_path, capsys):

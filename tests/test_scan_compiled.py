@@ -69,3 +69,21 @@ def test_compile_refuses_cuda_graph():
     with pytest.raises(ValueError, match="compile"):
         scan(small_model(), [(torch.rand(2, 3, 8, 8), torch.tensor([0, 1]))], compile=True, cuda_graph=True,
              progress=False, backend="torch")
+
+
+def test_compiled_early_exit_equals_eager_early_exit(data):
+    # The early-exit scan (decide_tau) runs its forward + gradient through the same compiled function.
+    model = small_model()
+    kw = dict(eps=8 / 255, steps=6, progress=False, device="cpu", backend="torch", decide_tau=3)
+    eager = scan(model, DataLoader(data, batch_size=32), **kw)
+    fast = scan(model, DataLoader(data, batch_size=32), compile=True, **kw)
+    np.testing.assert_array_equal(fast.k, eager.k)
+    np.testing.assert_array_equal(fast.first_miss, eager.first_miss)
+
+
+def test_config_refuses_unknown_compile_mode():
+    from gaave_fast.pipeline import PipelineConfig
+
+    assert PipelineConfig(scan_compile="reduce-overhead").scan_compile == "reduce-overhead"
+    with pytest.raises(ValueError, match="scan_compile"):
+        PipelineConfig(scan_compile="fastest")

@@ -174,8 +174,15 @@ void pgd_step_cpu(at::Tensor x, const at::Tensor& x0, const at::Tensor& grad,
   TORCH_CHECK(x.device().is_cpu(), "pgd_step_: x must be on the CPU for this kernel");
   // Count at the current point before moving it: logits were computed at x(s).
   count_k_cpu_kernel(logits, labels, k, first_miss, step);
-  if (x.numel() == 0) return;
+  pgd_move_cpu_kernel(x, x0, grad, eps, alpha, lo, hi);
+}
 
+}  // namespace
+
+void pgd_move_cpu_kernel(at::Tensor& x, const at::Tensor& x0, const at::Tensor& grad,
+                         const at::Tensor& eps, const at::Tensor& alpha, const at::Tensor& lo,
+                         const at::Tensor& hi) {
+  if (x.numel() == 0) return;
   const Layout layout = layout_of(x);
   const at::Tensor x0_l = in_layout_of(x0, layout);
   const at::Tensor grad_l = in_layout_of(grad, layout);
@@ -197,8 +204,6 @@ void pgd_step_cpu(at::Tensor x, const at::Tensor& x0, const at::Tensor& grad,
     }
   }), at::kFloat, at::kHalf, at::kBFloat16);
 }
-
-}  // namespace
 
 TORCH_LIBRARY_IMPL(gaave_fast, CPU, m) {
   m.impl("pgd_step_", &pgd_step_cpu);

@@ -64,10 +64,40 @@ def clip_box(box: Sequence[float], width: int, height: int) -> tuple[int, int, i
     return x0, y0, x1, y1
 
 
+# Pixel modes whose scale is ambiguous (32-bit integers, floats): refused rather than guessed.
+UNSUPPORTED_MODES = {"I": "32-bit integer", "F": "32-bit float"}
+
+
+def unsupported_mode(mode: str) -> str | None:
+    """Why an image of this PIL mode is not read (None when it is), for :func:`validate`'s table."""
+    if mode in UNSUPPORTED_MODES:
+        return (f"unsupported pixel mode {mode} ({UNSUPPORTED_MODES[mode]} values have no known 0..255 scale); "
+                "save it as 8- or 16-bit")
+    return None
+
+
+def to_rgb(im: Image.Image) -> np.ndarray:
+    """A decoded PIL image as RGB, uint8 H×W×3 (writable).
+
+    16-bit images (modes ``I;16*``) are scaled to 8 bits (value / 257, rounded), not clipped;
+    alpha and palette transparency are dropped (as DALI does); CMYK, LA, P, 1, YCbCr go through
+    PIL's conversion. Modes of :data:`UNSUPPORTED_MODES` raise ValueError.
+    """
+    problem = unsupported_mode(im.mode)
+    if problem is not None:
+        raise ValueError(problem)
+    if im.mode.startswith("I;16"):
+        gray = (np.asarray(im, dtype=np.uint32) * 255 + 32767) // 65535
+        return np.repeat(gray.astype(np.uint8)[..., None], 3, axis=2)
+    if im.mode == "P" and "transparency" in im.info:
+        im = im.convert("RGBA")  # PIL warns on P -> RGB with byte transparency
+    return np.array(im.convert("RGB"))  # writable: torch.from_numpy warns on read-only arrays
+
+
 def read_rgb(path: str) -> np.ndarray:
-    """Fully decode an image file to RGB, uint8 H×W×3 (no EXIF rotation, like DALI here)."""
+    """Fully decode an image file to RGB, uint8 H×W×3 (no EXIF rotation, like DALI here; see :func:`to_rgb`)."""
     with Image.open(path) as im:
-        return np.array(im.convert("RGB"))  # writable: torch.from_numpy warns on read-only arrays
+        return to_rgb(im)
 
 
 def to_unit_tensor(rgb: np.ndarray, image_size: tuple[int, int] | None) -> torch.Tensor:

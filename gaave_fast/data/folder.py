@@ -54,15 +54,16 @@ def read_manifest(
         root: folder relative paths start from; default the manifest's folder.
         classes: class names. Labels may be integers (``0..len(classes)-1``) or class names;
             without ``classes``, integer labels get names ``"0".."C-1"`` and named labels the
-            sorted unique names.
+            sorted unique names; a mix of the two (e.g. ``-1``, ``1.0`` or ``happy`` among class
+            ids) is an error.
         **options: :class:`FaceDataset` options.
 
     Box cells left empty mean "whole image". ``samples.row`` is the 0-based data row.
 
     Raises:
         DatasetNotFoundError: no manifest. DatasetFormatError naming the row: missing
-        ``path``/``label`` columns, only some of ``x, y, w, h``, an unknown label, a
-        non-numeric box.
+        ``path``/``label`` columns, only some of ``x, y, w, h``, an unknown label, mixed
+        class ids and names, a non-numeric box.
     """
     csv = Path(csv).expanduser().resolve()
     require_file(csv, "manifest")
@@ -96,7 +97,18 @@ def _encode_labels(text: pd.Series, classes: Sequence[str] | None, csv: Path) ->
     if empty.any():
         row = int(np.flatnonzero(empty)[0])
         raise DatasetFormatError(f"{csv} row {row} (line {row + 2}): empty label")
-    if text.str.fullmatch(r"\d+").all():
+    ids = text.str.fullmatch(r"\d+").to_numpy()
+    if classes is None and not ids.all():
+        # A stray "-1", "1.0" or "happy" among class ids (or a number among names) would
+        # silently turn every label into a name: refuse the odd one out, naming its row.
+        numeric = pd.to_numeric(text, errors="coerce").notna().to_numpy()
+        odd = ~ids if ids.sum() * 2 >= len(ids) else numeric
+        if odd.any():
+            row = int(np.flatnonzero(odd)[0])
+            raise DatasetFormatError(
+                f"{csv} row {row} (line {row + 2}): label {text.iloc[row]!r} does not fit the others; labels "
+                "must be all class ids 0..C-1 or all class names")
+    if ids.all():
         codes = text.astype(np.int64).to_numpy()
         names = list(classes) if classes is not None else [str(i) for i in range(int(codes.max(initial=-1)) + 1)]
         bad = codes >= len(names)

@@ -17,7 +17,7 @@ import pandas as pd
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .dataset import clip_box
+from .dataset import clip_box, unsupported_mode
 
 REPORT_COLUMNS = ("row", "path", "problem")
 _TAIL_BYTES = 1024
@@ -43,7 +43,7 @@ def inspect_image(path: str, box: Sequence[float] | None, decode: bool) -> tuple
         if os.path.getsize(path) == 0:
             return "empty file", 0, 0
         with Image.open(path) as im:
-            width, height, fmt = im.width, im.height, im.format
+            width, height, fmt, mode = im.width, im.height, im.format, im.mode
             if decode:
                 im.load()
     except FileNotFoundError:
@@ -53,6 +53,8 @@ def inspect_image(path: str, box: Sequence[float] | None, decode: bool) -> tuple
         if "truncated" in text.lower():
             return "truncated file", 0, 0
         return f"unreadable ({type(err).__name__}: {text})", 0, 0
+    if unsupported_mode(mode) is not None:
+        return unsupported_mode(mode), width, height
     marker = _END_MARKERS.get(fmt)
     if marker is not None:
         with open(path, "rb") as f:
@@ -125,7 +127,8 @@ def validate(dataset, workers: int | None = None, *, decode: bool = True, progre
 
     Returns:
         A DataFrame with columns ``row`` (dataset row), ``path``, ``problem`` (``"missing
-        file"``, ``"empty file"``, ``"truncated file"``, ``"unreadable (...)"``, ``"bad box ..."``),
+        file"``, ``"empty file"``, ``"truncated file"``, ``"unreadable (...)"``, ``"unsupported pixel mode
+        ..."`` (32-bit integer or float pixels), ``"bad box ..."``),
         one line per broken sample, sorted by row. Pass it to ``make_loader(exclude=...)``.
     """
     if not hasattr(dataset, "paths"):

@@ -15,6 +15,7 @@ from PIL import Image
 
 from gaave_fast import files
 from gaave_fast.attack import default_alpha
+from gaave_fast.data.dataset import to_rgb
 from gaave_fast.pipeline import PipelineConfig, detection_metrics
 
 from . import html as H
@@ -223,7 +224,7 @@ def _image_source(images: Any, table: pd.DataFrame) -> ImageSource:
                 return _to_uint8(images[index][0])
             if paths is not None:
                 with Image.open(paths[index_to_row[index]]) as im:
-                    return np.asarray(im.convert("RGB"))
+                    return to_rgb(im)
         except Exception:  # a thumbnail that cannot be read must not stop the report
             pass
         return np.full((32, 32, 3), 200, np.uint8)
