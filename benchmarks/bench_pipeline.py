@@ -191,6 +191,7 @@ def run_pipeline(a: argparse.Namespace, setting: str, out: Path) -> dict:
 
 def _final_row(m: dict) -> dict:
     return {"accuracy": m["test"]["accuracy"], "mean_class_accuracy": m["test"]["mean_class_accuracy"],
+            "last10": m.get("test_last10"), "best": m.get("test_best"),
             "train_samples": m["train_samples"], "final_train_acc": m["last_epoch"].get("train_acc")}
 
 

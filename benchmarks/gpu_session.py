@@ -382,8 +382,11 @@ def pipeline_part(argv: list[str]) -> int:
     return 0
 
 
-def _test_row(m: dict[str, Any]) -> dict[str, float]:
-    return {k: m["test"][k] for k in ("accuracy", "mean_class_accuracy")}
+def _test_row(m: dict[str, Any]) -> dict[str, Any]:
+    # The last epoch's test accuracy, and the protocol's last-10 mean and best epoch where the run has them.
+    row: dict[str, Any] = {k: m["test"][k] for k in ("accuracy", "mean_class_accuracy")}
+    row.update({k: m[k] for k in ("test_last10", "test_best") if k in m})
+    return row
 
 
 def _cleanlab(data: Path):

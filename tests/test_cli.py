@@ -226,7 +226,7 @@ def test_run_outputs(faces, finished):
     np.testing.assert_allclose(table["k"], k_cols.mean(1))
     np.testing.assert_allclose(table["score"], -(table["k"] + 1 / (1 + np.exp(-table["margin"]))), rtol=1e-6)
     np.testing.assert_array_equal(table["candidate"], table["k"] <= 1)  # --tau 1
-    assert set(table["status"]) <= {"clean", "relabeled", "discarded"}
+    assert set(table["status"]) <= {"clean", "relabeled", "kept", "discarded"}
     assert (table["status"] == "clean").sum() == (~table["candidate"]).sum()
     names = np.array(ds.classes + [""], dtype=object)
     assert (table["new_label_name"].fillna("") == names[table["new_label"]]).all()
@@ -258,7 +258,7 @@ def test_cleaned_manifest(faces, finished):
     for b in BROKEN_FILES:  # broken files keep their folder label, marked "excluded"
         assert got[str(faces["train"] / b)] == classes.index(b.split("/")[0])
     changes = pd.read_csv(finished / "cleaned" / "changes.csv", keep_default_na=False)
-    assert len(changes) == (table["status"] != "clean").sum() + len(BROKEN_FILES)
+    assert len(changes) == (~table["status"].isin(["clean", "kept"])).sum() + len(BROKEN_FILES)
     relabeled = table[table["status"] == "relabeled"]
     assert dict(zip(changes["path"], changes["new_label"])).items() >= \
         {(p, classes[n]) for p, n in zip(relabeled["path"], relabeled["new_label"])}

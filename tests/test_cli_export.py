@@ -19,13 +19,17 @@ from fixtures_data import face_like, make_affectnet, make_ferplus, make_rafdb, w
 
 
 def plan(ds, num_classes: int, relabel: int = 0, discard: int = 1) -> pd.DataFrame:
-    """A run table over the dataset: sample `relabel` gets the next class, `discard` is dropped."""
+    """A run table over the dataset: sample `relabel` gets the next class, `discard` is dropped, and
+    the one after both (when the dataset has it) is a candidate that keeps its label: written unchanged."""
     n = len(ds)
     labels = np.asarray(ds.labels, np.int64)
     new = labels.copy()
     status = np.array(["clean"] * n, dtype=object)
     new[relabel], status[relabel] = (labels[relabel] + 1) % num_classes, "relabeled"
     new[discard], status[discard] = -1, "discarded"
+    kept = max(relabel, discard) + 1
+    if kept < n:
+        status[kept] = "kept"
     paths = ds.samples["path"].astype(str) if "path" in ds.samples else [""] * n
     return pd.DataFrame({"row": ds.samples["row"].to_numpy(), "path": paths, "label": labels, "new_label": new,
                          "status": status})

@@ -92,6 +92,23 @@ def test_outputs(problem, full_run):
     head = set(report["split"]["split"]["head"])
     assert (df["subset"] == np.where(df["label"].isin(head), "head", "tail")).all()
     assert (df["status"] == "clean").sum() == (~df["candidate"]).sum()
+    # class_shift: the final training set's class counts against the given ones.
+    final = df[df["new_label"] >= 0]
+    for c, r in report["class_shift"].items():
+        c = int(c)
+        assert r["before"] == (df["label"] == c).sum() and r["after"] == (final["new_label"] == c).sum()
+        assert r["shift"] == pytest.approx((r["after"] / len(final)) / (r["before"] / len(df)) - 1, abs=1e-6)
+    assert report["annotate"]["kept"] == (df["status"] == "kept").sum()
+    # The evaluation protocol: test metrics after every epoch; the mean of the last 10 and the best.
+    for key in ("final_gaave", "baseline"):
+        m = report[key]
+        h = m["history"]
+        assert len(h) == 15 and m["test"]["accuracy"] == h[-1]["test_acc"]
+        assert m["test_last10"]["epochs"] == 10
+        assert m["test_last10"]["accuracy"] == pytest.approx(np.mean([e["test_acc"] for e in h[5:]]))
+        assert m["test_last10"]["mean_class_accuracy"] == pytest.approx(np.mean([e["test_mca"] for e in h[5:]]))
+        best = int(np.argmax([e["test_acc"] for e in h]))
+        assert m["test_best"]["epoch"] == best + 1 and m["test_best"]["accuracy"] == h[best]["test_acc"]
     assert report["base"]["head"]["train_acc"] > 0.5 and "train_acc" in report["base"]["tail"]
     assert json.loads((out / "metrics.json").read_text())["baseline"] == report["baseline"]
     sd = torch.load(out / "final_gaave" / "model.pt", weights_only=True)
@@ -148,6 +165,27 @@ def test_ablations(problem, full_run, tmp_path):
     assert set(df["subset"]) == {"all"} and "annotate" not in report and "final_drop" in report
     assert set(df["status"]) <= {"clean", "discarded"}
     assert detection_metrics(df["candidate"].to_numpy(), noisy)["precision"] > noisy.mean()
+
+
+def test_paper_preset_and_guard(problem, full_run, tmp_path, caplog):
+    # Relabel options only re-run the annotate stage and what follows. A tight cap makes the
+    # default preset's guard give relabels back (status kept); the paper preset only warns.
+    train, test, _, _ = problem
+    out, report = full_run
+    shutil.copytree(out, tmp_path / "run")
+    r = Pipeline(config(max_class_shift=0.05), train, tmp_path / "run", test_set=test).run()
+    df = pd.read_csv(tmp_path / "run" / "samples.csv")
+    guarded = r["annotate"]["guarded"]
+    assert guarded > 0 and (df["status"] == "kept").sum() == guarded
+    assert (df.loc[df["status"] == "kept", "new_label"] == df.loc[df["status"] == "kept", "label"]).all()
+    moved_in = {int(c): ((df["status"] == "relabeled") & (df["new_label"] == int(c)) & (df["label"] != int(c))).sum()
+                for c in r["class_shift"]}
+    assert all(s["shift"] <= 0.05 + 1e-9 or moved_in[int(c)] == 0 for c, s in r["class_shift"].items())
+    assert r["base"] == report["base"] and r["baseline"] == report["baseline"]
+    caplog.clear()
+    p = Pipeline(config(max_class_shift=0.05, preset="paper"), train, tmp_path / "run", test_set=test).run()
+    assert p["annotate"]["guarded"] == 0 and p["annotate"]["relabeled"] == report["annotate"]["relabeled"]
+    assert "max_class_shift=0.05" in caplog.text
 
 
 def test_no_candidates(problem, full_run, tmp_path):

@@ -12,10 +12,20 @@ from pathlib import Path
 from gaave_fast.amp import SCAN_AMP
 from gaave_fast.compiled import COMPILE_MODES
 from gaave_fast.pipeline import ABLATIONS, PipelineConfig
+from gaave_fast.pipeline.annotate import RELABEL_RULES, UNCERTAIN_RULES
+from gaave_fast.pipeline.config import MAX_CLASS_SHIFT, PRESETS
 from gaave_fast.pipeline.criterion import COMBINE_RULES, TAU_RULES
 from gaave_fast.pipeline.models import ARCHS, check_arch
 
-from .common import CliError, non_negative_int, pixel_value, positive_int
+from .common import (
+    CliError,
+    check_device,
+    finite_float,
+    non_negative_int,
+    pixel_value,
+    positive_float,
+    positive_int,
+)
 
 _TRAINERS = ("base", "annotator", "final")
 
@@ -25,6 +35,9 @@ def add_pipeline_options(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("pipeline (override --config; see docs/pipeline.md)")
     g.add_argument("--config", type=Path, metavar="FILE",
                    help="PipelineConfig as YAML or JSON (a run's config.yaml works); flags override it")
+    g.add_argument("--preset", choices=tuple(PRESETS),
+                   help="default (the library's variant, with the class-shift guard) or paper (the paper's method "
+                        "exactly); it sets the options below that are not given")
     g.add_argument("--arch", type=arch_name, metavar="|".join(ARCHS) + "|torchvision:NAME",
                    help="network of every model (default resnet18); torchvision:NAME = any torchvision "
                         "classification architecture (resnet50, convnext_tiny, ...), from scratch")
@@ -35,18 +48,18 @@ def add_pipeline_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--eps", type=pixel_value, help="PGD radius in [0,1] pixel units, e.g. 1/255 (default)")
     g.add_argument("--alpha", type=pixel_value, help="PGD step in pixel units (default eps/8)")
     g.add_argument("--steps", type=positive_int, help="PGD steps S; k runs 0..S+1 (default 8)")
-    g.add_argument("--tau", type=float, help="threshold k <= tau for both subsets (default: chosen by --tau-rule)")
-    g.add_argument("--tau-head", type=float, help="threshold of the head subset")
-    g.add_argument("--tau-tail", type=float, help="threshold of the tail subset")
+    g.add_argument("--tau", type=finite_float, help="threshold k <= tau for both subsets (default: chosen by --tau-rule)")
+    g.add_argument("--tau-head", type=finite_float, help="threshold of the head subset")
+    g.add_argument("--tau-tail", type=finite_float, help="threshold of the tail subset")
     g.add_argument("--tau-rule", choices=TAU_RULES, help="automatic threshold: gmm (default) or fraction")
-    g.add_argument("--tau-fraction", type=float, help="share of each subset flagged with --tau-rule fraction")
+    g.add_argument("--tau-fraction", type=finite_float, help="share of each subset flagged with --tau-rule fraction")
     g.add_argument("--combine", choices=COMBINE_RULES, help="how k is combined over the scans (default mean)")
     g.add_argument("--base-epochs", type=non_negative_int, help="epochs T before the first scan (default 10)")
     g.add_argument("--gaave-epochs", type=positive_int, help="scans T' (default 8)")
     g.add_argument("--epochs", type=non_negative_int,
                    help="epochs of the annotators, the final model and the baseline (default 30)")
     g.add_argument("--batch-size", type=positive_int, help="training batch size of every model (default 128)")
-    g.add_argument("--lr", type=float, help="learning rate of every model (default 1e-3, Adam)")
+    g.add_argument("--lr", type=positive_float, help="learning rate of every model (default 1e-3, Adam)")
     g.add_argument("--scan-batch-size", type=positive_int, help="batch size of the attack (default 256)")
     g.add_argument("--scan-backend", choices=("auto", "fused", "torch"),
                    help="fused op, plain PyTorch step, or auto (default: fused when built)")
@@ -55,6 +68,21 @@ def add_pipeline_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--scan-compile", nargs="?", const=True, default=None, choices=(True, *COMPILE_MODES),
                    metavar="MODE", help="torch.compile the scan's forward + input gradient (optional mode: "
                    + ", ".join(COMPILE_MODES) + ")")
+    g.add_argument("--relabel", choices=RELABEL_RULES,
+                   help="eq5 (the paper's rule) or confident (Eq. 5 only where the annotators agree with "
+                        "probability >= --relabel-confidence); default: the preset's")
+    g.add_argument("--relabel-confidence", type=finite_float,
+                   help=f"agreement --relabel confident needs (default {PipelineConfig().relabel_confidence})")
+    g.add_argument("--uncertain", choices=UNCERTAIN_RULES,
+                   help="candidates left without a new label: drop (the paper) or keep their label")
+    g.add_argument("--max-class-shift", type=finite_float,
+                   help=f"warn when cleaning changes a class's share by more than this relative amount "
+                        f"(default {MAX_CLASS_SHIFT}: 20%% -> 10%% or 30%%); the cap of the class-shift guard")
+    g.add_argument("--class-guard", dest="class_guard", action="store_true", default=None,
+                   help="give candidates back their label to keep every class within --max-class-shift "
+                        "(on in the default preset)")
+    g.add_argument("--no-class-guard", dest="class_guard", action="store_false",
+                   help="no class-shift guard, only the warning (the paper preset)")
     g.add_argument("--ablation", choices=ABLATIONS, help="full (default), no_split or no_annotator")
     g.add_argument("--head-classes", metavar="A,B,...",
                    help="head classes by name or id (default: the automatic split)")
@@ -86,7 +114,9 @@ def build_config(args: argparse.Namespace, classes: list[str], base: PipelineCon
               "gaave_epochs": args.gaave_epochs, "scan_batch_size": args.scan_batch_size,
               "scan_backend": args.scan_backend, "scan_amp": args.scan_amp, "scan_compile": args.scan_compile,
               "ablation": args.ablation, "baseline": args.baseline,
-              "seed": args.seed, "device": args.device}
+              "seed": args.seed, "device": check_device(args.device), "preset": args.preset, "relabel": args.relabel,
+              "relabel_confidence": args.relabel_confidence, "uncertain": args.uncertain,
+              "max_class_shift": args.max_class_shift, "class_guard": args.class_guard}
     cfg.update({k: v for k, v in direct.items() if v is not None})
     if args.pretrained is not None:
         if not args.pretrained.is_file():
@@ -99,6 +129,9 @@ def build_config(args: argparse.Namespace, classes: list[str], base: PipelineCon
             cfg[name] = getattr(args, name)
     if args.head_classes is not None:
         cfg["head_classes"] = parse_classes(args.head_classes, classes)
+        if classes and len(set(cfg["head_classes"])) >= len(classes):
+            raise CliError(f"--head-classes names every class ({', '.join(classes)}); the tail needs at least one: "
+                           "leave one out, or omit --head-classes for the automatic split")
     trained = {"batch_size": args.batch_size, "lr": args.lr, "num_workers": args.workers, "progress": args.progress}
     for name in _TRAINERS:
         cfg[name].update({k: v for k, v in trained.items() if v is not None})

@@ -36,7 +36,9 @@ def read_image_folder(
         raise DatasetFormatError(f"{root}: no class sub-folders (expected <root>/<class>/<image>)")
     exts = {e.lower() for e in extensions}
     records = [(str(p), label) for label, name in enumerate(classes)
-               for p in sorted((root / name).rglob("*")) if p.is_file() and p.suffix.lower() in exts]
+               for p in sorted((root / name).rglob("*"))
+               # A broken symlink stays a sample, so that validate and the loaders report it missing.
+               if (p.is_file() or (p.is_symlink() and not p.exists())) and p.suffix.lower() in exts]
     if not records:
         raise DatasetFormatError(f"{root}: no images with extensions {sorted(exts)} in {classes}")
     samples = pd.DataFrame(records, columns=["path", "label"])

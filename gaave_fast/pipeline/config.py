@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -11,11 +12,20 @@ from gaave_fast import attack, files
 from gaave_fast.amp import SCAN_AMP
 from gaave_fast.compiled import COMPILE_MODES
 
+from .annotate import RELABEL_RULES, UNCERTAIN_RULES
 from .criterion import COMBINE_RULES, TAU_RULES
 from .models import check_arch
 from .train import TrainConfig
 
 ABLATIONS = ("full", "no_split", "no_annotator")
+MAX_CLASS_SHIFT = 0.5
+PRESETS: dict[str, dict[str, Any]] = {
+    # The paper's method exactly: Eq. 5 relabels every candidate it can, the rest are discarded.
+    "paper": {"relabel": "eq5", "uncertain": "drop", "class_guard": False},
+    # The library's variant: Eq. 5 with the class-shift guard (docs/pipeline.md, "Presets").
+    "default": {"relabel": "eq5", "uncertain": "drop", "class_guard": True},
+}
+"""The value of each preset-dependent field (a field left None takes its preset's value)."""
 
 
 def _base() -> TrainConfig:
@@ -29,6 +39,8 @@ class PipelineConfig:
     """Everything that determines a GAAVE run (with the seed, the outputs are reproducible).
 
     Attributes:
+        preset: ``"default"`` (the library's evidence-backed variant) or ``"paper"`` (the
+            paper's method exactly); it sets every field below that is left None (:data:`PRESETS`).
         seed: seeds the refactoring draw, model initialisation, epoch orders and augmentation.
         ablation: ``"full"`` (the method), ``"no_split"`` (no splitting/refactoring: one model
             and one scan on all classes; candidates are dropped since Eq. 5 needs both
@@ -54,11 +66,22 @@ class PipelineConfig:
         tau_head, tau_tail: thresholds of ``k <= tau``; None = chosen by ``tau_rule``.
         tau_rule: ``"gmm"`` or ``"fraction"`` (with ``tau_fraction``), see :mod:`.criterion`.
         annotator: training of the two self-annotators.
+        relabel: ``"eq5"`` (the paper) or ``"confident"`` (Eq. 5 only where the annotators agree
+            with probability >= ``relabel_confidence``), see :mod:`.annotate`; None = preset.
+        relabel_confidence: the agreement ``"confident"`` needs.
+        uncertain: ``"drop"`` or ``"keep"`` (own label) for candidates left without a new label;
+            None = preset.
+        max_class_shift: the largest relative change of a class's share (``0.5`` = from 20%
+            to 10% or 30%) that cleaning may cause before the run warns; with the guard on, the
+            cap it enforces.
+        class_guard: keep every class's shift within ``max_class_shift`` by giving candidates
+            back their own label (:mod:`.guard`); None = preset (on in ``default``, off in ``paper``).
         final: training of the final model and of the baseline (same settings for both).
         baseline: also train and evaluate the baseline on the raw labels.
         device: None = CUDA if available, else CPU.
     """
 
+    preset: str = "default"
     seed: int = 0
     ablation: str = "full"
     head_classes: list[int] | None = None
@@ -80,6 +103,11 @@ class PipelineConfig:
     tau_rule: str = "gmm"
     tau_fraction: float | None = None
     annotator: TrainConfig = field(default_factory=TrainConfig)
+    relabel: str | None = None
+    relabel_confidence: float = 0.5
+    uncertain: str | None = None
+    max_class_shift: float = MAX_CLASS_SHIFT
+    class_guard: bool | None = None
     final: TrainConfig = field(default_factory=TrainConfig)
     baseline: bool = True
     device: str | None = None
@@ -94,6 +122,16 @@ class PipelineConfig:
                 setattr(self, name, TrainConfig(**v))
             elif not isinstance(v, TrainConfig):
                 raise TypeError(f"{name} must be a TrainConfig or dict, got {type(v).__name__}")
+        if self.preset not in PRESETS:
+            raise ValueError(f"preset must be one of {tuple(PRESETS)}, got {self.preset!r}")
+        if self.relabel is not None and self.relabel not in RELABEL_RULES:
+            raise ValueError(f"relabel must be one of {RELABEL_RULES} or None, got {self.relabel!r}")
+        if self.uncertain is not None and self.uncertain not in UNCERTAIN_RULES:
+            raise ValueError(f"uncertain must be one of {UNCERTAIN_RULES} or None, got {self.uncertain!r}")
+        if not 0 <= self.relabel_confidence <= 1:
+            raise ValueError(f"relabel_confidence must be in [0, 1], got {self.relabel_confidence}")
+        if not self.max_class_shift > 0:
+            raise ValueError(f"max_class_shift must be > 0, got {self.max_class_shift}")
         if self.ablation not in ABLATIONS:
             raise ValueError(f"ablation must be one of {ABLATIONS}, got {self.ablation!r}")
         check_arch(self.arch)
@@ -113,6 +151,9 @@ class PipelineConfig:
             raise ValueError(f"scan_compile must be true, false or one of {COMPILE_MODES}, got {self.scan_compile!r}")
         if self.combine not in COMBINE_RULES:
             raise ValueError(f"combine must be one of {COMBINE_RULES}, got {self.combine!r}")
+        for name in ("tau_head", "tau_tail"):
+            if getattr(self, name) is not None and not math.isfinite(getattr(self, name)):
+                raise ValueError(f"{name} must be a finite number or None, got {getattr(self, name)}")
         if self.tau_rule not in TAU_RULES:
             raise ValueError(f"tau_rule must be one of {TAU_RULES}, got {self.tau_rule!r}")
         if self.tau_rule == "fraction" and (self.tau_fraction is None or not 0 <= self.tau_fraction <= 1):
@@ -129,6 +170,13 @@ class PipelineConfig:
     def relabels(self) -> bool:
         """Whether candidates are relabelled by the self-annotators (else dropped)."""
         return self.ablation == "full"
+
+    def setting(self, name: str) -> Any:
+        """A preset-dependent field's value: the field itself, or its preset's value when None."""
+        if name not in PRESETS[self.preset]:
+            raise ValueError(f"{name!r} is not a preset-dependent field; they are {sorted(PRESETS[self.preset])}")
+        v = getattr(self, name)
+        return PRESETS[self.preset][name] if v is None else v
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (JSON/YAML-ready)."""
@@ -156,11 +204,22 @@ class PipelineConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> PipelineConfig:
-        """Read a file written by :meth:`save`."""
-        path = Path(path)
-        text = path.read_text()
-        if path.suffix in (".yaml", ".yml"):
-            import yaml
+        """Read a file written by :meth:`save`.
 
-            return cls.from_dict(yaml.safe_load(text))
-        return cls.from_dict(json.loads(text))
+        Raises:
+            ValueError: a damaged file (naming it), unknown keys or invalid values.
+        """
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+            if path.suffix in (".yaml", ".yml"):
+                import yaml
+
+                data = yaml.safe_load(text)
+            else:
+                data = json.loads(text)
+        except Exception as err:  # YAML/JSON syntax or encoding errors: name the file
+            raise ValueError(f"{path} is damaged ({type(err).__name__}: {err})") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"{path} is damaged: it holds no settings (a {type(data).__name__})")
+        return cls.from_dict(data)

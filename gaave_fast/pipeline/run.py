@@ -20,11 +20,17 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from gaave_fast.data.describe import dataset_classes, dataset_labels, dataset_paths, dataset_rows
+from gaave_fast.data.describe import (
+    dataset_classes,
+    dataset_labels,
+    dataset_paths,
+    dataset_rows,
+)
 
-from .annotate import relabel
+from .annotate import DISCARDED, agreement, decide, relabel
 from .config import PipelineConfig
 from .criterion import Criterion, select_candidates
+from .guard import cap_class_shift, shift_report
 from .models import ModelFactory, model_factory
 from .pretrained import Backbone
 from .record import SCAN_FIELDS, record_k, scan_subset
@@ -126,15 +132,16 @@ class Pipeline:
         # Step 6. Self-Annotators relabel the candidates (Eq. 5), or the candidates are dropped.
         annotations = None
         if cfg.relabels:
-            annotations = self._stage("annotate", lambda: self._annotate(subsets, criterion.candidate),
+            annotations = self._stage("annotate", lambda: self._annotate(subsets, criterion),
                                       self.store.save_annotations, self.store.load_annotations)
+        shift = self._class_shift(criterion.candidate, annotations)
         # Step 7. Retrain on the clean and relabelled samples; the baseline on the raw labels.
         self.retrain("gaave" if cfg.relabels else "drop")
         if cfg.baseline:
             self._trained("baseline", lambda: self._train_eval("baseline", np.arange(self.labels.size), self.labels))
         self.store.save_table(sample_table(self.labels, criterion, scans, annotations, self.classes,
                                            rows=dataset_rows(self.train_set), paths=dataset_paths(self.train_set)))
-        return self.store.save_metrics(cfg)
+        return self.store.save_metrics(cfg, shift)
 
     def retrain(self, mode: str) -> dict[str, Any]:
         """Step 7 from the saved candidates (and annotations): train and evaluate ``final_<mode>``.
@@ -201,14 +208,15 @@ class Pipeline:
                                                             "all": cfg.tau_head},
                                  rule=cfg.tau_rule, fraction=cfg.tau_fraction)
 
-    def _annotate(self, subsets: dict[str, RefactoredSubset], candidate: np.ndarray) -> dict[str, np.ndarray]:
+    def _annotate(self, subsets: dict[str, RefactoredSubset], criterion: Criterion) -> dict[str, np.ndarray]:
         # Both annotators start from the same trunk weights (the pipeline seed, see new_model) with
         # the architecture of the base models, and train on their subset's clean samples.
         if set(subsets) != {"head", "tail"}:
             raise ValueError("annotate needs the head and tail subsets (ablation 'no_split' has none)")
         cfg = self.config
+        candidate = criterion.candidate
         idx = np.flatnonzero(candidate)
-        preds = {name: np.zeros(0, np.int64) for name in ("head", "tail")}
+        probs = {name: np.zeros((0, subsets[name].num_classes), np.float32) for name in ("head", "tail")}
         # Without candidates there is nothing to relabel: no annotators are trained.
         for name in ("head", "tail") if idx.size else ():
             sub = subsets[name]
@@ -229,27 +237,66 @@ class Pipeline:
                 model = self.store.load_weights(key, self.new_model(sub.num_classes))
             cview = RemappedDataset(self.train_set, idx, np.zeros_like(idx))
             _, logits = predict(model, cview, batch_size=cfg.annotator.eval_batch_size, device=cfg.device)
-            preds[name] = logits.argmax(1)
-        new = relabel(preds["head"], preds["tail"], subsets["head"].classes, subsets["tail"].classes)
-        return {"index": idx, "pred_head": preds["head"], "pred_tail": preds["tail"], "new_label": new}
+            probs[name] = torch.softmax(torch.from_numpy(logits), 1).numpy()
+        pred = {name: p.argmax(1).astype(np.int64) for name, p in probs.items()}
+        eq5 = relabel(pred["head"], pred["tail"], subsets["head"].classes, subsets["tail"].classes)
+        confidence = agreement(probs["head"], probs["tail"])
+        own = self.labels[idx]
+        new, kept = decide(own, eq5, confidence, cfg.setting("relabel"), cfg.relabel_confidence,
+                           cfg.setting("uncertain"))
+        guarded = np.zeros(idx.size, bool)
+        if cfg.setting("class_guard"):
+            guarded = cap_class_shift(self.labels, idx, new, -criterion.k[idx], cfg.max_class_shift, self.num_classes)
+            new, kept = np.where(guarded, own, new), kept | guarded
+            if guarded.any():
+                log.info("class-shift guard: %d candidates keep their own label (max_class_shift %g)",
+                         int(guarded.sum()), cfg.max_class_shift)
+        return {"index": idx, "pred_head": pred["head"], "pred_tail": pred["tail"], "prob_head": probs["head"],
+                "prob_tail": probs["tail"], "eq5_label": eq5, "confidence": confidence, "new_label": new,
+                "kept": kept, "guarded": guarded}
+
+    def _class_shift(self, candidate: np.ndarray, annotations: dict[str, np.ndarray] | None) -> dict[str, Any]:
+        # The final training set's class shares against the given ones; warns past max_class_shift.
+        idx = np.flatnonzero(candidate)
+        new = np.full(idx.size, DISCARDED, np.int64) if annotations is None else annotations["new_label"]
+        report = shift_report(self.labels, idx, new, self.classes)
+        cap = self.config.max_class_shift
+        far = {c: r for c, r in report.items() if r["shift"] is not None and abs(r["shift"]) > cap}
+        if far:
+            log.warning("cleaning shifts the share of %s by more than max_class_shift=%g (%s); see class_shift in "
+                        "metrics.json", ", ".join(far), cap, ", ".join(f"{c} {r['before']} -> {r['after']} samples, "
+                                                                      f"{r['shift']:+.0%}" for c, r in far.items()))
+        return report
 
     def _train_eval(self, key: str, pos: np.ndarray, lab: np.ndarray) -> tuple[nn.Module, dict[str, Any]]:
-        # The final model or the baseline: trained from scratch with cfg.final, evaluated on the test set.
+        # The final model or the baseline: trained from scratch with cfg.final and evaluated on the
+        # test set after every epoch (the paper reports the mean of the last 10 epochs).
         cfg = self.config
         desc = key.replace(":", " ")
         if pos.size == 0:
             raise RuntimeError(f"{desc}: no training samples left")
-        res = fit(self.new_model(self.num_classes), RemappedDataset(self.train_set, pos, lab), lab, cfg.final,
-                  seed=cfg.seed + _SEED_OFFSET["final"], device=cfg.device, checkpoint=self.store.checkpoint(key),
-                  desc=desc)
-        m: dict[str, Any] = {"train_samples": int(pos.size), "epochs": len(res.history),
-                             "last_epoch": dict(res.history[-1]) if res.history else {}}
+        evaluate = None
         if self.test_set is not None:
             tview = RemappedDataset(self.test_set, np.arange(len(self.test_set)), self.test_labels)
-            _, logits = predict(res.model, tview, batch_size=cfg.final.eval_batch_size, device=cfg.device)
-            m["test"] = accuracy(logits.argmax(1), self.test_labels, self.num_classes)
-            log.info("%s: test accuracy %.4f, mean class accuracy %.4f", desc, m["test"]["accuracy"],
+
+            def evaluate(epoch: int, model: nn.Module) -> dict[str, float]:
+                _, logits = predict(model, tview, batch_size=cfg.final.eval_batch_size, device=cfg.device)
+                acc = accuracy(logits.argmax(1), self.test_labels, self.num_classes)
+                return {"test_acc": acc["accuracy"], "test_mca": acc["mean_class_accuracy"],
+                        "test_class_acc": acc["class_accuracy"]}
+
+        res = fit(self.new_model(self.num_classes), RemappedDataset(self.train_set, pos, lab), lab, cfg.final,
+                  seed=cfg.seed + _SEED_OFFSET["final"], device=cfg.device, checkpoint=self.store.checkpoint(key),
+                  on_epoch_end=evaluate, desc=desc)
+        history = [{k: v for k, v in h.items() if k != "test_class_acc"} for h in res.history]
+        m: dict[str, Any] = {"train_samples": int(pos.size), "epochs": len(res.history),
+                             "last_epoch": dict(history[-1]) if history else {}}
+        if evaluate is not None and res.history:
+            m.update(test_summary(res.history))
+            log.info("%s: test accuracy %.4f (mean of the last %d epochs %.4f), mean class accuracy %.4f", desc,
+                     m["test"]["accuracy"], m["test_last10"]["epochs"], m["test_last10"]["accuracy"],
                      m["test"]["mean_class_accuracy"])
+        m["history"] = history
         return res.model, m
 
     # ----------------------------------------------------------------------------- helpers
@@ -311,6 +358,29 @@ class Pipeline:
         acc = accuracy(logits.argmax(1), sub.labels, sub.num_classes)
         return {"train_acc": acc["accuracy"], "train_mean_class_acc": acc["mean_class_accuracy"],
                 "samples": int(sub.indices.size), "epochs": len(history), "last_epoch": dict(history[-1]) if history else {}}
+
+
+def test_summary(history: Sequence[dict[str, Any]], last: int = 10) -> dict[str, Any]:
+    """The test metrics of a training run evaluated after every epoch.
+
+    Args:
+        history: per-epoch entries with ``test_acc``, ``test_mca`` and ``test_class_acc``.
+        last: how many final epochs are averaged.
+
+    Returns:
+        ``test`` (the last epoch: ``accuracy``, ``mean_class_accuracy``, ``class_accuracy``),
+        ``test_last10`` (means over the last ``min(last, epochs)`` epochs, and that count as
+        ``epochs``) and ``test_best`` (the epoch with the highest test accuracy, first on ties:
+        picked on the test set, so only an upper bound).
+    """
+    tail = history[-last:]
+    best = max(history, key=lambda h: h["test_acc"])
+    return {"test": {"accuracy": history[-1]["test_acc"], "mean_class_accuracy": history[-1]["test_mca"],
+                     "class_accuracy": history[-1]["test_class_acc"]},
+            "test_last10": {"accuracy": float(np.mean([h["test_acc"] for h in tail])),
+                            "mean_class_accuracy": float(np.mean([h["test_mca"] for h in tail])), "epochs": len(tail)},
+            "test_best": {"epoch": int(best["epoch"]), "accuracy": best["test_acc"],
+                          "mean_class_accuracy": best["test_mca"]}}
 
 
 def _image(item: Any) -> Any:

@@ -22,8 +22,8 @@ def sample_table(labels: np.ndarray, criterion: Criterion, scans: dict[str, dict
         labels: int64 [N] the given (noisy) labels.
         criterion: step 5's result.
         scans: ``{subset: {"index" [n], "k"/"margin"/"loss" [T', n]}}`` (step 4).
-        annotations: step 6's ``{"index", "new_label"}`` over the candidates, or None when the
-            candidates are dropped.
+        annotations: step 6's ``{"index", "new_label"[, "kept"]}`` over the candidates, or None
+            when the candidates are dropped.
         classes: the C class names.
         rows: int64 [N] row of each sample in the publisher's label file.
         paths: the file of each sample, or None.
@@ -34,7 +34,7 @@ def sample_table(labels: np.ndarray, criterion: Criterion, scans: dict[str, dict
         ``margin`` and ``loss`` (means over the scans), ``k`` (combined), ``score``
         (:func:`gaave_fast.result.suspicion_score`), ``candidate``, ``new_label`` (-1 = discarded,
         or removed when candidates are dropped), ``new_label_name`` and ``status``
-        (clean / relabeled / discarded).
+        (clean / relabeled / kept / discarded).
     """
     n = labels.size
     names = np.asarray(list(classes) + [""], dtype=object)  # new_label -1 (discarded) -> ""
@@ -60,9 +60,13 @@ def sample_table(labels: np.ndarray, criterion: Criterion, scans: dict[str, dict
     df["score"] = suspicion_score(criterion.k, df["margin"].to_numpy())
     df["candidate"] = criterion.candidate
     new = np.where(criterion.candidate, DISCARDED, labels)
+    kept = np.zeros(n, bool)
     if annotations is not None:
         new[annotations["index"]] = annotations["new_label"]
+        if "kept" in annotations:
+            kept[annotations["index"]] = annotations["kept"]
     df["new_label"] = new
     df["new_label_name"] = names[new]
-    df["status"] = np.where(~criterion.candidate, "clean", np.where(new >= 0, "relabeled", "discarded"))
+    df["status"] = np.where(~criterion.candidate, "clean",
+                            np.where(kept, "kept", np.where(new >= 0, "relabeled", "discarded")))
     return df
