@@ -119,6 +119,12 @@ def test_bad_run_values(faces, tmp_path, capsys, flags, fragment):
     assert code == 2 and fragment in err and err.count("\n") == 1 and "Traceback" not in err, err
 
 
+def test_bad_device_in_a_config_file(faces, tmp_path, capsys):
+    (tmp_path / "c.yaml").write_text("device: foo\n")
+    code = main(["run", f"folder:{faces}", "--out", str(tmp_path / "o"), "--config", str(tmp_path / "c.yaml")])
+    one_line_error(capsys, code, "run", "'foo' is not a device")
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_cuda_without_a_gpu(faces, tmp_path, capsys):
     code = main(["run", f"folder:{faces}", "--out", str(tmp_path / "o"), *TINY_RUN, "--device", "cuda"])

@@ -118,6 +118,8 @@ def build_config(args: argparse.Namespace, classes: list[str], base: PipelineCon
               "relabel_confidence": args.relabel_confidence, "uncertain": args.uncertain,
               "max_class_shift": args.max_class_shift, "class_guard": args.class_guard}
     cfg.update({k: v for k, v in direct.items() if v is not None})
+    if args.device is None:  # a device from --config is checked too
+        check_device(cfg.get("device"), "device (from --config)")
     if args.pretrained is not None:
         if not args.pretrained.is_file():
             raise CliError(f"--pretrained file not found: {args.pretrained}")
