@@ -193,7 +193,7 @@ class Pipeline:
             def run(**how) -> dict[str, np.ndarray]:
                 return scan_subset(m, view, eps=cfg.eps, alpha=cfg.alpha, steps=cfg.steps, backend=cfg.scan_backend,
                                    batch_size=cfg.scan_batch_size, device=cfg.device, amp=cfg.scan_amp,
-                                   progress=cfg.base.progress, **how)
+                                   compile=cfg.scan_compile, progress=cfg.base.progress, **how)
 
             if cfg.record == "full":
                 return run()
@@ -240,6 +240,9 @@ class Pipeline:
         for name in ("head", "tail") if idx.size else ():
             sub = subsets[name]
             clean = sub.select(~candidate[sub.indices])
+            if clean.labels.size == 0:
+                raise ValueError(f"every sample of the {name} subset is a noise candidate, so its annotator has no "
+                                 "clean sample to learn from; the threshold tau is too high for this data")
             key = f"annotator:{name}"
             view = RemappedDataset.of(self.train_set, clean)
 
