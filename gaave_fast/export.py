@@ -61,6 +61,7 @@ def export_cleaned(kind: str, source: str | Path, table: pd.DataFrame, classes: 
         out_dir: folder to write into (created).
         split: the split that was read (``affectnet``: which list file, default train).
         excluded: rows left out of the run (broken files) with columns ``row`` (publisher row),
+            ``label`` (class id; optional, for ``old_label``),
             ``path``, ``problem``; listed in ``changes.csv`` and otherwise left as they are.
 
     Returns:
@@ -99,8 +100,9 @@ def change_list(table: pd.DataFrame, classes: Sequence[str], excluded: pd.DataFr
                         "status": changed["status"].to_numpy()})
     if excluded is not None and len(excluded):
         out = pd.concat([out, pd.DataFrame({
-            "row": excluded["row"].to_numpy(np.int64), "path": excluded["path"].astype(str).to_numpy(), "old_label": "",
-            "new_label": "", "status": "excluded: " + excluded["problem"].astype(str)})])
+            "row": excluded["row"].to_numpy(np.int64), "path": excluded["path"].astype(str).to_numpy(),
+            "old_label": _excluded_names(excluded, classes), "new_label": "",
+            "status": "excluded: " + excluded["problem"].astype(str)})])
     return out.sort_values("row", kind="stable", ignore_index=True)[list(CHANGES_COLUMNS)]
 
 
@@ -196,7 +198,7 @@ def _folder(root: Path, table: pd.DataFrame, classes: list[str], out: Path, spli
         frame = pd.concat([frame, pd.DataFrame({
             "row": excluded["row"].to_numpy(np.int64), "path": excluded["path"].astype(str).to_numpy(),
             "label": [Path(p).relative_to(root).parts[0] for p in excluded["path"]],
-            "gaave_status": "excluded", "gaave_old_label": ""})])
+            "gaave_status": "excluded", "gaave_old_label": _excluded_names(excluded, classes)})])
     frame = frame.sort_values("row", kind="stable").drop(columns="row")
     path = out / "labels.csv"
     _write_frame(frame, path)
@@ -252,7 +254,17 @@ def _marks(n: int, table: pd.DataFrame, classes: list[str], excluded: pd.DataFra
     old[rows] = names[table["label"].to_numpy()]
     new[rows] = names[table["new_label"].to_numpy()]
     status[excluded["row"].to_numpy(np.int64)] = "excluded"
+    old[excluded["row"].to_numpy(np.int64)] = _excluded_names(excluded, classes)
     return status, old, new
+
+
+def _excluded_names(excluded: pd.DataFrame, classes: Sequence[str]) -> np.ndarray:
+    """Class names of the excluded rows (their ``label`` column; "" where unknown)."""
+    names = np.asarray(list(classes) + [""], dtype=object)  # index -1 -> ""
+    if "label" not in excluded.columns:
+        return np.full(len(excluded), "", dtype=object)
+    labels = pd.to_numeric(excluded["label"], errors="coerce").fillna(-1).to_numpy(np.int64)
+    return names[np.where((labels >= 0) & (labels < len(classes)), labels, -1)]
 
 
 def _first_existing(paths: list[Path]) -> Path:

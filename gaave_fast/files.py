@@ -59,6 +59,15 @@ def write_json(path: str | os.PathLike, obj: Any) -> Path:
     return write_text(path, json.dumps(obj, indent=2, default=jsonable))
 
 
+def read_json(path: str | os.PathLike) -> Any:
+    """Parse a JSON file; a damaged one raises ValueError naming the file (not a bare parser message)."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path} is damaged ({type(err).__name__}: {err}); delete it to recompute it") from None
+
+
 def write_npz(path: str | os.PathLike, **arrays: np.ndarray) -> Path:
     """Write ``arrays`` with ``numpy.savez`` atomically."""
     return write_with(path, lambda tmp: np.savez(tmp, **arrays))

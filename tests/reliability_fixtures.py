@@ -110,3 +110,19 @@ def payload_bytes(marker: Path) -> bytes:
     buffer = io.BytesIO()
     torch.save((Payload(marker),), buffer)
     return buffer.getvalue()
+
+
+def corrupt_pixels(path: Path) -> None:
+    """Mangle a PNG's compressed pixel data, keeping its header and end: only a full decode notices."""
+    data = bytearray(path.read_bytes())
+    start = data.index(b"IDAT") + 8
+    for k in range(start, min(start + 40, len(data) - 16)):
+        data[k] ^= 0x5A
+    path.write_bytes(bytes(data))
+
+
+# A gaave run small enough for a test: 1 epoch per model, 1 attack step, 8×8 images.
+TINY_RUN = ["--arch", "small_cnn", "--width", "4", "--base-epochs", "1", "--gaave-epochs", "1", "--epochs", "1",
+            "--steps", "1", "--batch-size", "4", "--scan-batch-size", "16", "--device", "cpu", "--image-size", "8",
+            "--threads", "1", "--no-progress", "--tau", "1", "--check-workers", "0", "--test", "none", "--no-report",
+            "--no-baseline"]

@@ -74,3 +74,12 @@ def test_manifest_with_a_number_among_names_names_the_row(tmp_path):
     manifest.write_text("path,label\na.png,happy\nb.png,sad\nc.png,3\nd.png,happy\n")
     with pytest.raises(DatasetFormatError, match=r"row 2 \(line 4\): label '3' does not fit"):
         read_manifest(manifest)
+
+
+def test_manifest_in_utf16_is_read_and_latin1_is_named(tmp_path):
+    text = "path,label\na.png,happy\nb.png,sad\n"
+    (tmp_path / "u16.csv").write_bytes(text.encode("utf-16"))
+    assert read_manifest(tmp_path / "u16.csv").classes == ["happy", "sad"]
+    (tmp_path / "l1.csv").write_bytes("path,label\na.png,café\n".encode("latin-1"))
+    with pytest.raises(DatasetFormatError, match="l1.csv: not UTF-8 text"):
+        read_manifest(tmp_path / "l1.csv")

@@ -77,3 +77,21 @@ def test_every_submodule_mode_is_restored():
     model[1].eval()  # BatchNorm frozen on purpose (fine-tuning style)
     scan(model, _loader(TinyImages()), **SCAN)
     assert model.training and model[0].training and not model[1].training
+
+
+def test_cli_refuses_a_checkpoint_of_other_data_in_one_line(tmp_path, capsys):
+    from reliability_fixtures import export_model, image_folder
+
+    from gaave_fast.cli import main
+
+    model = export_model(tiny_model(), tmp_path / "m.pt2")
+    first = image_folder(tmp_path / "a", per_class=2, classes=("x", "y", "z"))
+    other = image_folder(tmp_path / "b", per_class=2, classes=("x", "y", "z"))
+    (other / "x" / "0.png").write_bytes((first / "y" / "1.png").read_bytes())  # same size, other pixels
+    args = ["--model", str(model), "--image-size", "8", "--steps", "1", "--device", "cpu", "--no-progress",
+            "--checkpoint", str(tmp_path / "ck.npz")]
+    assert main(["scan", f"folder:{first}", "--out", str(tmp_path / "a.csv"), *args]) == 0
+    code = main(["scan", f"folder:{other}", "--out", str(tmp_path / "b.csv"), *args])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("gaave scan: error: checkpoint ") and err.count("\n") == 1, err
+    assert "written by a different scan" in err or "other data" in err

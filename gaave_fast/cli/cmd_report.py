@@ -8,7 +8,7 @@ from pathlib import Path
 from gaave_fast.pipeline import RunStore
 from gaave_fast.report import write_report
 
-from .common import CliError, positive_int
+from .common import CliError, check_output_folder, one_line, positive_int
 from .runner import open_saved_run
 
 HELP = "write the HTML report (and PNG plots) of a finished run folder"
@@ -32,6 +32,7 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"run folder not found: {args.dir}")
     if not RunStore(args.dir).file("metrics").exists():
         raise CliError(f"{args.dir} holds no finished run (no metrics.json): run or resume 'gaave run' first")
+    check_output_folder(args.out or RunStore(args.dir).file("report"))
     if args.truth is not None and not args.truth.is_file():
         raise CliError(f"--truth file not found: {args.truth}")
     try:
@@ -40,6 +41,9 @@ def run(args: argparse.Namespace) -> int:
         # The dataset moved or changed: draw thumbnails from the files the table names instead.
         print(f"note: thumbnails from the table's file paths ({err})")
         images = None
-    path = write_report(args.dir, args.out, images=images, truth=args.truth, top=args.top)
+    try:
+        path = write_report(args.dir, args.out, images=images, truth=args.truth, top=args.top)
+    except ValueError as err:  # a damaged metrics.json, config.yaml or table names itself
+        raise CliError(f"{args.dir}: {one_line(err)}") from None
     print(f"wrote {path}")
     return 0

@@ -11,7 +11,7 @@ from typing import Any
 from gaave_fast.data.describe import dataset_classes
 from gaave_fast.pipeline import STAGES
 
-from .common import CliError, non_negative_int, positive_int, set_threads
+from .common import CliError, image_side, non_negative_int, positive_int, set_threads
 from .datasets import SPEC_HELP, DatasetSpec, open_dataset, parse_spec
 from .options import add_pipeline_options, build_config
 from .runner import RunRequest, execute_run
@@ -43,7 +43,7 @@ def add_data_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--test", default="auto", metavar="SPLIT|KIND:PATH|none",
                    help="test set for the baseline and final accuracy: a split of DATASET, another dataset, "
                         "or none (default auto: the kind's test split, none for folder/csv)")
-    p.add_argument("--image-size", type=positive_int,
+    p.add_argument("--image-size", type=image_side,
                    help="input side in pixels (default rafdb 100, ferplus/fer2013 48, affectnet 224, else 112)")
     p.add_argument("--affectnet-classes", type=int, default=7, choices=(7, 8), help="7 or 8 (with contempt)")
     p.add_argument("--check", choices=("full", "quick", "none"), default="full",

@@ -8,7 +8,14 @@ from pathlib import Path
 import pandas as pd
 
 from .common import non_negative_int
-from .datasets import SPEC_HELP, SPLITS, check_split, find_broken, open_dataset, parse_spec
+from .datasets import (
+    SPEC_HELP,
+    SPLITS,
+    check_split,
+    find_broken,
+    open_dataset,
+    parse_spec,
+)
 
 HELP = "check every image of a dataset (broken files and face boxes)"
 EXAMPLE = "example: gaave validate rafdb:/data/RAF-DB --out broken.csv"

@@ -16,7 +16,15 @@ from gaave_fast.pipeline.config import MAX_CLASS_SHIFT, PRESETS
 from gaave_fast.pipeline.criterion import COMBINE_RULES, TAU_RULES
 from gaave_fast.pipeline.models import ARCHS, check_arch
 
-from .common import CliError, non_negative_int, pixel_value, positive_int
+from .common import (
+    CliError,
+    check_device,
+    finite_float,
+    non_negative_int,
+    pixel_value,
+    positive_float,
+    positive_int,
+)
 
 _TRAINERS = ("base", "annotator", "final")
 
@@ -39,18 +47,18 @@ def add_pipeline_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--eps", type=pixel_value, help="PGD radius in [0,1] pixel units, e.g. 1/255 (default)")
     g.add_argument("--alpha", type=pixel_value, help="PGD step in pixel units (default eps/8)")
     g.add_argument("--steps", type=positive_int, help="PGD steps S; k runs 0..S+1 (default 8)")
-    g.add_argument("--tau", type=float, help="threshold k <= tau for both subsets (default: chosen by --tau-rule)")
-    g.add_argument("--tau-head", type=float, help="threshold of the head subset")
-    g.add_argument("--tau-tail", type=float, help="threshold of the tail subset")
+    g.add_argument("--tau", type=finite_float, help="threshold k <= tau for both subsets (default: chosen by --tau-rule)")
+    g.add_argument("--tau-head", type=finite_float, help="threshold of the head subset")
+    g.add_argument("--tau-tail", type=finite_float, help="threshold of the tail subset")
     g.add_argument("--tau-rule", choices=TAU_RULES, help="automatic threshold: gmm (default) or fraction")
-    g.add_argument("--tau-fraction", type=float, help="share of each subset flagged with --tau-rule fraction")
+    g.add_argument("--tau-fraction", type=finite_float, help="share of each subset flagged with --tau-rule fraction")
     g.add_argument("--combine", choices=COMBINE_RULES, help="how k is combined over the scans (default mean)")
     g.add_argument("--base-epochs", type=non_negative_int, help="epochs T before the first scan (default 10)")
     g.add_argument("--gaave-epochs", type=positive_int, help="scans T' (default 8)")
     g.add_argument("--epochs", type=non_negative_int,
                    help="epochs of the annotators, the final model and the baseline (default 30)")
     g.add_argument("--batch-size", type=positive_int, help="training batch size of every model (default 128)")
-    g.add_argument("--lr", type=float, help="learning rate of every model (default 1e-3, Adam)")
+    g.add_argument("--lr", type=positive_float, help="learning rate of every model (default 1e-3, Adam)")
     g.add_argument("--scan-batch-size", type=positive_int, help="batch size of the attack (default 256)")
     g.add_argument("--scan-backend", choices=("auto", "fused", "torch"),
                    help="fused op, plain PyTorch step, or auto (default: fused when built)")
@@ -59,11 +67,11 @@ def add_pipeline_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--relabel", choices=RELABEL_RULES,
                    help="eq5 (the paper's rule) or confident (Eq. 5 only where the annotators agree with "
                         "probability >= --relabel-confidence); default: the preset's")
-    g.add_argument("--relabel-confidence", type=float,
+    g.add_argument("--relabel-confidence", type=finite_float,
                    help=f"agreement --relabel confident needs (default {PipelineConfig().relabel_confidence})")
     g.add_argument("--uncertain", choices=UNCERTAIN_RULES,
                    help="candidates left without a new label: drop (the paper) or keep their label")
-    g.add_argument("--max-class-shift", type=float,
+    g.add_argument("--max-class-shift", type=finite_float,
                    help=f"warn when cleaning changes a class's share by more than this relative amount "
                         f"(default {MAX_CLASS_SHIFT}: 20%% -> 10%% or 30%%); the cap of the class-shift guard")
     g.add_argument("--class-guard", dest="class_guard", action="store_true", default=None,
@@ -102,10 +110,12 @@ def build_config(args: argparse.Namespace, classes: list[str], base: PipelineCon
               "gaave_epochs": args.gaave_epochs, "scan_batch_size": args.scan_batch_size,
               "scan_backend": args.scan_backend, "scan_amp": args.scan_amp,
               "ablation": args.ablation, "baseline": args.baseline,
-              "seed": args.seed, "device": args.device, "preset": args.preset, "relabel": args.relabel,
+              "seed": args.seed, "device": check_device(args.device), "preset": args.preset, "relabel": args.relabel,
               "relabel_confidence": args.relabel_confidence, "uncertain": args.uncertain,
               "max_class_shift": args.max_class_shift, "class_guard": args.class_guard}
     cfg.update({k: v for k, v in direct.items() if v is not None})
+    if args.device is None:  # a device from --config is checked too
+        check_device(cfg.get("device"), "device (from --config)")
     if args.pretrained is not None:
         if not args.pretrained.is_file():
             raise CliError(f"--pretrained file not found: {args.pretrained}")
@@ -117,6 +127,9 @@ def build_config(args: argparse.Namespace, classes: list[str], base: PipelineCon
             cfg[name] = getattr(args, name)
     if args.head_classes is not None:
         cfg["head_classes"] = parse_classes(args.head_classes, classes)
+        if classes and len(set(cfg["head_classes"])) >= len(classes):
+            raise CliError(f"--head-classes names every class ({', '.join(classes)}); the tail needs at least one: "
+                           "leave one out, or omit --head-classes for the automatic split")
     trained = {"batch_size": args.batch_size, "lr": args.lr, "num_workers": args.workers, "progress": args.progress}
     for name in _TRAINERS:
         cfg[name].update({k: v for k, v in trained.items() if v is not None})

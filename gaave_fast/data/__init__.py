@@ -11,7 +11,7 @@ from .arrays import (CIFAR10_CLASSES, CIFAR10N_LABELS, FER2013_CLASSES, ArrayDat
                      load_fer2013_npz)
 from .dali import DaliLoader, build_dali_pipeline, dali_available
 from .dataset import FaceDataset, clip_box
-from .errors import DatasetFormatError, DatasetNotFoundError
+from .errors import DatasetFormatError, DatasetNotFoundError, UnreadableSampleError
 from .ferplus import FERPLUS_CLASSES, ferplus_targets, read_fer2013_csv, read_ferplus
 from .folder import read_image_folder, read_manifest
 from .loader import TorchLoader, make_loader
@@ -27,5 +27,5 @@ __all__ = [
     "clip_box", "dali_available", "ferplus_targets", "load_cifar10_npz", "load_fer2013_npz",
     "long_tail_counts", "long_tail_indices", "make_loader", "pair_noise", "read_affectnet",
     "read_fer2013_csv", "read_ferplus", "read_image_folder", "read_manifest", "read_rafdb",
-    "symmetric_noise", "validate",
+    "symmetric_noise", "validate", "UnreadableSampleError",
 ]

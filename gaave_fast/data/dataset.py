@@ -224,7 +224,7 @@ class FaceDataset(torch.utils.data.Dataset):
             return rgb
         crop = clip_box(boxes[index], rgb.shape[1], rgb.shape[0])
         if crop is None:
-            raise ValueError(f"bad box {tuple(boxes[index])} for {path} ({rgb.shape[1]}x{rgb.shape[0]})")
+            raise ValueError(f"bad box {tuple(float(v) for v in boxes[index])} for {path} ({rgb.shape[1]}x{rgb.shape[0]})")
         x0, y0, x1, y1 = crop
         return rgb[y0:y1, x0:x1]
 

@@ -18,6 +18,28 @@ class DatasetNotFoundError(FileNotFoundError):
     """A file or folder the publisher's layout requires is missing."""
 
 
+class UnreadableSampleError(RuntimeError):
+    """A sample's file could not be read while a run was using it (the message names its position and error)."""
+
+
+def read_label_text(path: str | Path) -> str:
+    """A label file's text: UTF-8 (with or without a byte-order mark) or UTF-16 with its byte-order mark.
+
+    Raises:
+        DatasetFormatError: other encodings, naming the file and the first undecodable byte.
+    """
+    data = Path(path).read_bytes()
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        encoding = "utf-16"
+    else:
+        encoding = "utf-8-sig"
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError as err:
+        raise DatasetFormatError(f"{path}: not {encoding.upper().replace('-SIG', '')} text (byte {err.start}: "
+                                 f"{err.reason}); save it as UTF-8") from None
+
+
 def require_file(path: str | Path, what: str, layout_hint: str = "") -> None:
     """Raise :class:`DatasetNotFoundError` naming ``path`` unless it is an existing file."""
     p = Path(path)

@@ -19,6 +19,7 @@ covering 75% of the votes, as FERPlus's probability / cross-entropy modes do.
 
 from __future__ import annotations
 
+import io
 import warnings
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ import pandas as pd
 
 from .arrays import FER2013_CLASSES, FER2013_USAGES, ArrayDataset
 from .dataset import FaceDataset
-from .errors import DatasetFormatError, require_file
+from .errors import DatasetFormatError, read_label_text, require_file
 
 FERPLUS_CLASSES = ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt")
 VOTE_COLUMNS = (*FERPLUS_CLASSES, "unknown", "NF")
@@ -84,7 +85,7 @@ def ferplus_targets(votes: np.ndarray, mode: str = "majority") -> np.ndarray:
 
 
 def _read_vote_csv(csv: Path) -> pd.DataFrame:
-    frame = pd.read_csv(csv, dtype={"Image name": str}, keep_default_na=False)
+    frame = pd.read_csv(io.StringIO(read_label_text(csv)), dtype={"Image name": str}, keep_default_na=False)
     missing = [c for c in ("Usage", "Image name", *VOTE_COLUMNS) if c not in frame.columns]
     if missing:
         raise DatasetFormatError(f"{csv}: missing columns {missing}; has {list(frame.columns)}")

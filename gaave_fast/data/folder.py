@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,12 @@ import numpy as np
 import pandas as pd
 
 from .dataset import BOX_COLUMNS, FaceDataset
-from .errors import DatasetFormatError, DatasetNotFoundError, require_file
+from .errors import (
+    DatasetFormatError,
+    DatasetNotFoundError,
+    read_label_text,
+    require_file,
+)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
@@ -36,7 +42,9 @@ def read_image_folder(
         raise DatasetFormatError(f"{root}: no class sub-folders (expected <root>/<class>/<image>)")
     exts = {e.lower() for e in extensions}
     records = [(str(p), label) for label, name in enumerate(classes)
-               for p in sorted((root / name).rglob("*")) if p.is_file() and p.suffix.lower() in exts]
+               for p in sorted((root / name).rglob("*"))
+               # A broken symlink stays a sample, so that validate and the loaders report it missing.
+               if (p.is_file() or (p.is_symlink() and not p.exists())) and p.suffix.lower() in exts]
     if not records:
         raise DatasetFormatError(f"{root}: no images with extensions {sorted(exts)} in {classes}")
     samples = pd.DataFrame(records, columns=["path", "label"])
@@ -68,7 +76,7 @@ def read_manifest(
     csv = Path(csv).expanduser().resolve()
     require_file(csv, "manifest")
     base = csv.parent if root is None else Path(root).expanduser().resolve()
-    frame = pd.read_csv(csv, dtype={"path": str, "label": str}, keep_default_na=False)
+    frame = pd.read_csv(io.StringIO(read_label_text(csv)), dtype={"path": str, "label": str}, keep_default_na=False)
     missing = [c for c in ("path", "label") if c not in frame.columns]
     if missing:
         raise DatasetFormatError(f"{csv}: missing columns {missing}; has {list(frame.columns)}")

@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 
 from .dataset import FaceDataset
-from .errors import DatasetFormatError, require_file
+from .errors import DatasetFormatError, read_label_text, require_file
 
 RAFDB_CLASSES = ("surprise", "fear", "disgust", "happiness", "sadness", "anger", "neutral")
 LABEL_FILE = Path("EmoLabel") / "list_patition_label.txt"  # sic: the publisher's spelling
@@ -38,7 +38,8 @@ def read_rafdb(root: str | Path, split: str = "train", **options: Any) -> FaceDa
     Raises:
         DatasetNotFoundError: the label file is missing.
         DatasetFormatError: a line is malformed, has a label outside 1..7, or a name
-            without a ``train_``/``test_`` prefix (the message names the line).
+            without a ``train_``/``test_`` prefix (the message names the line); a file in
+            neither UTF-8 nor UTF-16 (a byte-order mark is fine).
     """
     if split not in ("train", "test", "all"):
         raise ValueError(f"split must be 'train', 'test' or 'all', got {split!r}")
@@ -46,7 +47,7 @@ def read_rafdb(root: str | Path, split: str = "train", **options: Any) -> FaceDa
     label_file = root / LABEL_FILE
     require_file(label_file, "RAF-DB label file", f"<root>/{LABEL_FILE} and <root>/{IMAGE_DIR}/")
     records = []
-    for line_no, line in enumerate(label_file.read_text().splitlines()):
+    for line_no, line in enumerate(read_label_text(label_file).splitlines()):
         if not line.strip():
             continue
         fields = line.split()
@@ -54,7 +55,7 @@ def read_rafdb(root: str | Path, split: str = "train", **options: Any) -> FaceDa
         if len(fields) != 2:
             raise DatasetFormatError(f"{where}: expected '<name>.jpg <label>', got {line!r}")
         name, code = fields
-        if not code.isdigit() or not 1 <= int(code) <= len(RAFDB_CLASSES):
+        if not (code.isascii() and code.isdigit()) or not 1 <= int(code) <= len(RAFDB_CLASSES):
             raise DatasetFormatError(f"{where}: unknown label code {code!r} (expected 1..7)")
         prefix = name.split("_", 1)[0]
         if prefix not in ("train", "test"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -143,6 +144,9 @@ class PipelineConfig:
             raise ValueError(f"scan_amp must be one of {SCAN_AMP}, got {self.scan_amp!r}")
         if self.combine not in COMBINE_RULES:
             raise ValueError(f"combine must be one of {COMBINE_RULES}, got {self.combine!r}")
+        for name in ("tau_head", "tau_tail"):
+            if getattr(self, name) is not None and not math.isfinite(getattr(self, name)):
+                raise ValueError(f"{name} must be a finite number or None, got {getattr(self, name)}")
         if self.tau_rule not in TAU_RULES:
             raise ValueError(f"tau_rule must be one of {TAU_RULES}, got {self.tau_rule!r}")
         if self.tau_rule == "fraction" and (self.tau_fraction is None or not 0 <= self.tau_fraction <= 1):
@@ -193,11 +197,22 @@ class PipelineConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> PipelineConfig:
-        """Read a file written by :meth:`save`."""
-        path = Path(path)
-        text = path.read_text()
-        if path.suffix in (".yaml", ".yml"):
-            import yaml
+        """Read a file written by :meth:`save`.
 
-            return cls.from_dict(yaml.safe_load(text))
-        return cls.from_dict(json.loads(text))
+        Raises:
+            ValueError: a damaged file (naming it), unknown keys or invalid values.
+        """
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+            if path.suffix in (".yaml", ".yml"):
+                import yaml
+
+                data = yaml.safe_load(text)
+            else:
+                data = json.loads(text)
+        except Exception as err:  # YAML/JSON syntax or encoding errors: name the file
+            raise ValueError(f"{path} is damaged ({type(err).__name__}: {err})") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"{path} is damaged: it holds no settings (a {type(data).__name__})")
+        return cls.from_dict(data)

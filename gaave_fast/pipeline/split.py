@@ -100,7 +100,7 @@ def split_classes(labels: np.ndarray, num_classes: int | None = None,
     if head_classes is not None:
         head = sorted({int(c) for c in head_classes})
         if len(head) != len(list(head_classes)):
-            raise ValueError(f"head_classes has duplicates: {list(head_classes)}")
+            raise ValueError(f"head_classes has duplicates: {[int(c) for c in head_classes]}")
         bad = [c for c in head if c not in nonempty]
         if bad:
             raise ValueError(f"head_classes {bad} are out of range or have no samples")

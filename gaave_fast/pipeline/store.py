@@ -24,7 +24,6 @@ Under torch.distributed only rank 0 writes, and every save ends with a barrier.
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import time
@@ -190,7 +189,7 @@ class RunStore:
         """Refuse a folder whose split stage was computed on other data (outputs are keyed by position)."""
         path = self._marker("split")
         if path.exists():
-            saved = json.loads(path.read_text()).get("data")
+            saved = files.read_json(path).get("data")
             if saved != data:
                 raise ValueError(f"output_dir {self.root} holds a run on other data ({saved}, now {data}): "
                                  "use another output_dir or run(start='split')")
@@ -214,7 +213,7 @@ class RunStore:
     def timings(self) -> dict[str, float]:
         """Wall seconds of each computed stage key (``timings.json``; {} before the first)."""
         path = self.file("timings")
-        return json.loads(path.read_text()) if path.exists() else {}
+        return files.read_json(path) if path.exists() else {}
 
     def save_pretrained(self, summary: dict[str, Any]) -> None:
         """Write pretrained.json (what the pretrained backbone file filled in every model)."""
@@ -235,7 +234,7 @@ class RunStore:
     def load_split(self) -> Subsets:
         """The saved :class:`~.refactor.Subsets`."""
         d = self.dir("split")
-        info = json.loads((d / "split.json").read_text())
+        info = files.read_json(d / "split.json")
         z = np.load(d / "subsets.npz")
         subsets = {n: RefactoredSubset(n, z[f"{n}_indices"], z[f"{n}_labels"], tuple(s["classes"]), s["has_other"])
                    for n, s in info["subsets"].items()}
@@ -252,7 +251,7 @@ class RunStore:
 
     def load_metrics(self, key: str) -> dict[str, Any]:
         """The metrics of a trained model's stage key."""
-        return json.loads((self.dir(key) / "metrics.json").read_text())
+        return files.read_json(self.dir(key) / "metrics.json")
 
     def load_weights(self, key: str, model: nn.Module) -> nn.Module:
         """Load the saved state dict of a stage key into ``model`` (``weights_only``) and return it."""
@@ -279,7 +278,7 @@ class RunStore:
 
     def load_record(self, subset: str, fields: tuple[str, ...]) -> dict[str, np.ndarray]:
         """A subset's recording: ``index`` [n] and each field stacked over the scans, [T', n]."""
-        scans = json.loads((self.dir(f"record:{subset}") / "done.json").read_text())["snapshots"]
+        scans = files.read_json(self.dir(f"record:{subset}") / "done.json")["snapshots"]
         snaps = [np.load(self.snapshot_path(subset, j)) for j in range(scans)]
         out = {"index": snaps[0]["index"]}
         for f in fields:
@@ -297,7 +296,7 @@ class RunStore:
     def load_criterion(self) -> Criterion:
         """The saved :class:`~.criterion.Criterion`."""
         z = np.load(self.root / "candidates.npz")
-        return Criterion.from_saved(json.loads((self.root / "criterion.json").read_text()), z["subset"], z["k"],
+        return Criterion.from_saved(files.read_json(self.root / "criterion.json"), z["subset"], z["k"],
                                     z["candidate"])
 
     # ----------------------------------------------------------------------------- step 6
@@ -356,12 +355,12 @@ class RunStore:
                 (:func:`~.guard.shift_report`), stored as ``class_shift``.
         """
         r: dict[str, Any] = {"config": config.to_dict()}
-        r["split"] = json.loads(self._marker("split").read_text())
+        r["split"] = files.read_json(self._marker("split"))
         if config.pretrained is not None and self.file("pretrained").exists():
-            r["pretrained"] = json.loads(self.file("pretrained").read_text())
+            r["pretrained"] = files.read_json(self.file("pretrained"))
         r["base"] = {p: self.load_metrics(f"base:{p}") for p in ("all", "head", "tail") if self.has(f"base:{p}")}
         if self.has("criterion"):
-            r["criterion"] = json.loads(self._marker("criterion").read_text())
+            r["criterion"] = files.read_json(self._marker("criterion"))
         if self.has("annotate"):
             a = self.load_annotations()
             new, kept = a["new_label"], a.get("kept", np.zeros(a["new_label"].size, bool))
@@ -393,7 +392,7 @@ class RunStore:
         path = self.file("metrics")
         if not path.exists():
             raise FileNotFoundError(f"{self.root} has no metrics.json: the run has not finished")
-        return json.loads(path.read_text())
+        return files.read_json(path)
 
 
 def _effective(d: dict[str, Any]) -> dict[str, Any]:

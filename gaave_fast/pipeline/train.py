@@ -85,7 +85,7 @@ class TrainConfig:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
-        if self.lr <= 0 or self.weight_decay < 0:
+        if not (self.lr > 0 and math.isfinite(self.lr)) or not self.weight_decay >= 0:
             raise ValueError(f"lr must be > 0 and weight_decay >= 0, got {self.lr}, {self.weight_decay}")
         if self.crop_padding < 0:
             raise ValueError(f"crop_padding must be >= 0, got {self.crop_padding}")
@@ -348,6 +348,9 @@ def _shard(rows: np.ndarray, rank: int, world: int) -> np.ndarray:
 
 def _loader(dataset: Dataset, rows: np.ndarray, batch_size: int, num_workers: int, dev: torch.device) -> DataLoader:
     batches = [rows[i:i + batch_size].tolist() for i in range(0, len(rows), batch_size)]
+    if len(batches) > 1 and len(batches[-1]) == 1:
+        # BatchNorm cannot train on a batch of one: a lone last sample joins the batch before it.
+        batches[-2].extend(batches.pop())
     return DataLoader(dataset, batch_sampler=batches, num_workers=num_workers, pin_memory=dev.type == "cuda",
                       persistent_workers=False)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -10,6 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from gaave_fast import files
 from gaave_fast.pipeline.store import STAGE_LABELS, RunStore
 
 
@@ -52,7 +52,7 @@ def load_run(run_dir: str | Path) -> RunOutputs:
     store = RunStore(run_dir)
     table = store.load_table()
     metrics = store.load_report()
-    run = json.loads(store.file("run").read_text()) if store.file("run").exists() else {}
+    run = files.read_json(store.file("run")) if store.file("run").exists() else {}
     classes = list(run.get("dataset", {}).get("classes") or [])
     if not classes:
         n = int(max(table["label"].max(), table["new_label"].max())) + 1
