@@ -6,6 +6,9 @@ All rows run on the same model, images and device in one process:
 * ``scan torch``   gaave_fast.scan(backend="torch"): the same scan, step in eager PyTorch;
 * ``torchattacks`` torchattacks.PGD (no random start) with a forward hook counting k the same way;
 * ``scan graph``   (with --cuda-graph) the fused scan with its S-step loop captured as a CUDA graph;
+* ``scan compiled`` (with --compile [MODE]) the fused scan with the model's forward, loss and input
+                   gradient through torch.compile (compiled before timing; the JSON gives the share
+                   of samples whose k equals the fused scan's and the compile seconds);
 * ``bound``        S+1 forward and S input-gradient backward passes of the model alone:
                    no scan can beat it, so fused / bound says how much overhead is left.
 
@@ -118,6 +121,8 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--amp", choices=["none", "bf16", "fp16"], default="none")
     parser.add_argument("--cuda-graph", action="store_true")
+    parser.add_argument("--compile", nargs="?", const="default", default=None, metavar="MODE",
+                        help="add the compiled row (torch.compile mode: default, reduce-overhead, max-autotune)")
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--eps", type=float, default=1 / 255)
     parser.add_argument("--skip", default="", help="comma-separated rows to skip: torch,torchattacks,bound")
@@ -146,10 +151,16 @@ def main() -> None:
 
     kw = dict(eps=args.eps, alpha=alpha, steps=args.steps, amp=amp, progress=False, device=device,
               channels_last=channels_last)
+    compile_mode = True if args.compile == "default" else args.compile
+    compile_s = None
+    if args.compile:
+        compile_s = timed(lambda: scan(model, warm, backend="fused", compile=compile_mode, **kw), device)
     results = {}
     candidates = {
         "scan fused": lambda: results.__setitem__("fused", scan(model, loader, backend="fused", **kw)),
         "scan graph": lambda: results.__setitem__("graph", scan(model, loader, backend="fused", cuda_graph=True, **kw)),
+        "scan compiled": lambda: results.__setitem__(
+            "compiled", scan(model, loader, backend="fused", compile=compile_mode, **kw)),
         "scan torch": lambda: results.__setitem__("torch", scan(model, loader, backend="torch", **kw)),
         "torchattacks": lambda: results.__setitem__(
             "ta", torchattacks_loop(model, loader, device, args.eps, alpha, args.steps)),
@@ -158,6 +169,8 @@ def main() -> None:
     skip = {"scan torch" if s == "torch" else s for s in skip}
     if not args.cuda_graph:
         skip.add("scan graph")
+    if not args.compile:
+        skip.add("scan compiled")
     candidates = {name: fn for name, fn in candidates.items() if name not in skip}
     # Rounds in turn, best time per row: every row meets the same background load.
     rows = {name: float("inf") for name in candidates}
@@ -172,6 +185,10 @@ def main() -> None:
         agree["fused_k_equals_torch_k"] = bool((results["fused"].k == results["torch"].k).all())
     if "graph" in results:
         agree["graph_k_equals_fused_k"] = bool((results["graph"].k == results["fused"].k).all())
+    if "compiled" in results:
+        same = results["compiled"].k == results["fused"].k
+        agree["compiled_k_equals_fused_k"] = bool(same.all())
+        agree["fraction_k_compiled_agrees_with_fused"] = round(float(same.mean()), 5)
     if "ta" in results:
         same = results["fused"].k == results["ta"].numpy()
         agree["fused_k_equals_torchattacks_k"] = bool(same.all())
@@ -189,7 +206,8 @@ def main() -> None:
     print(f"projected wall time for {AFFECTNET_TRAIN:,} images ({best}): {projected_h:.2f} h")
     out = {
         "benchmark": "scan", "model": args.model, "image": [channels, size, size], "batch": args.batch, "n": args.n,
-        "steps": args.steps, "rounds": args.rounds, "amp": args.amp, "cuda_graph": args.cuda_graph, "device": str(device),
+        "steps": args.steps, "rounds": args.rounds, "amp": args.amp, "cuda_graph": args.cuda_graph,
+        "compile": args.compile, "compile_seconds": None if compile_s is None else round(compile_s, 2), "device": str(device),
         "machine": machine, "torch": torch.__version__, "build": ops.build_info(),
         "samples_per_s": {k: round(v, 2) for k, v in rates.items()},
         "best_scan_row": best,

@@ -20,7 +20,8 @@ def scan_dtype(name: str, device: torch.device) -> torch.dtype | None:
     """The scan's autocast dtype for a ``scan_amp`` name; None = float32 (no autocast).
 
     ``"auto"`` is bfloat16 on a CUDA device that supports it and float32 elsewhere (on a CPU,
-    autocast costs time and changes k).
+    float32 keeps k exactly equal to every reference; the measurement behind the choice is in
+    docs/pipeline.md, "The scan's precision and compilation").
     """
     if name == "auto":
         return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None

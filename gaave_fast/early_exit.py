@@ -288,8 +288,8 @@ def _attack_step(attack, active: _ActiveSet, step_fn, steps: int, tau: int) -> N
     label_max = int(active.label.max())
     st = active.state
     x = active.x.requires_grad_(True)
-    with attack._autocast():
-        logits = attack._logits(x, n, label_max)
+    # The logits and the summed cross-entropy, as in the full scan (compiled when the scan is).
+    logits, loss = attack._loss(x, active.labels, n, label_max)
     clean = logits.detach()
     # Non-finite logits stop the scan (as in the full scan) once the sample retires; decided rows are ignored.
     st["finite_logits"] &= torch.isfinite(clean).all(dim=1) | st["decided"]
@@ -297,8 +297,6 @@ def _attack_step(attack, active: _ActiveSet, step_fn, steps: int, tau: int) -> N
     st["pred"] = torch.where(fresh, clean.argmax(dim=1), st["pred"])
     st["margin"] = torch.where(fresh, _margin(clean, active.labels), st["margin"])
     st["loss"] = torch.where(fresh, F.cross_entropy(clean.float(), active.labels, reduction="none"), st["loss"])
-    # Summed, not averaged, as in the full scan: only the sign of each sample's gradient matters.
-    loss = F.cross_entropy(logits.float(), active.labels, reduction="sum")
     (grad,) = torch.autograd.grad(loss, x)
     x = x.detach()
     step_fn(x, active.x0, grad, clean, active.labels, st["k"], st["first_miss"], st["step"], st["decided"],

@@ -59,6 +59,7 @@ def scan(
     channels_last: bool | None = None,
     backend: str = "fused",
     cuda_graph: bool = False,
+    compile: bool | str = False,
     checkpoint: str | Path | None = None,
     checkpoint_every: float = 60.0,
     progress: bool = True,
@@ -90,6 +91,11 @@ def scan(
             float32.
         cuda_graph: capture the S-step loop as a CUDA graph per batch shape (CUDA only;
             speeds up small images where launch overhead dominates).
+        compile: run the model's forward, the loss and the input gradient through
+            ``torch.compile`` (:mod:`gaave_fast.compiled`): True for the default mode, or a
+            mode name (``"reduce-overhead"`` adds CUDA graphs, ``"max-autotune"``). Compiled
+            once per model and kept while the model lives; k equals the eager path's in
+            float32 up to the rare gradient sign that rounding flips.
         checkpoint: file (.npz) to save progress to; a rerun with the same arguments
             resumes from it and ends with the same result. A checkpoint of another model,
             setting or data (other labels or images at the same dataset indices) is refused
@@ -123,6 +129,8 @@ def scan(
             "backend='fused' on CUDA needs the CUDA kernels, but this build has only "
             f"{ops.build_info()!r}: reinstall with nvcc available (FORCE_CUDA=1), or use backend='torch'"
         )
+    if compile and cuda_graph:
+        raise ValueError("compile and cuda_graph exclude each other: use compile='reduce-overhead' for CUDA graphs")
     if cuda_graph and device.type != "cuda":
         raise ValueError("cuda_graph=True needs a CUDA device")
     if decide_tau is not None:
@@ -149,7 +157,7 @@ def scan(
                            data=data_fingerprint(loader), rank=rank, world=world)
         store = ScanCheckpoint(path, fingerprint, COLUMNS if decide_tau is None else (*COLUMNS, *DECIDE_COLUMNS))
 
-    attack = _Attack(model, device, steps, eps, alpha, mean, std, amp, channels_last, backend, cuda_graph)
+    attack = _Attack(model, device, steps, eps, alpha, mean, std, amp, channels_last, backend, cuda_graph, compile)
     with _frozen(model):
         if decide_tau is None:
             columns = _run(loader, attack, store, checkpoint_every, progress, num_samples)
@@ -158,7 +166,7 @@ def scan(
                                   num_samples)
     if len(columns["index"]) == 0 and world == 1:
         raise ValueError("the loader yielded no samples: nothing to scan")
-    meta = dict(settings, backend=backend, device=str(device))
+    meta = dict(settings, backend=backend, device=str(device), compile=compile)
     result = ScanResult(**columns, eps=float(eps), alpha=float(alpha), steps=steps, meta=meta,
                         decide_tau=decide_tau)
     if world > 1:
@@ -172,8 +180,14 @@ def scan(
 class _Attack:
     """Everything needed to attack one batch, resolved once per scan."""
 
-    def __init__(self, model, device, steps, eps, alpha, mean, std, amp, channels_last, backend, cuda_graph):
+    def __init__(self, model, device, steps, eps, alpha, mean, std, amp, channels_last, backend, cuda_graph,
+                 compile=False):
         self.model = model
+        self.compiled = None
+        if compile:
+            from gaave_fast.compiled import compiled_loss
+
+            self.compiled = compiled_loss(model, None if compile in (True, "default") else compile)
         self.device = device
         self.steps = steps
         self.eps, self.alpha, self.mean, self.std = eps, alpha, mean, std
@@ -244,17 +258,14 @@ class _Attack:
         finite_logits = torch.ones(n, dtype=torch.bool, device=self.device)
         for s in range(self.steps):
             x.requires_grad_(True)
-            with self._autocast():
-                logits = self._logits(x, n, label_max)
+            logits, loss = self._loss(x, labels, n, label_max)
             if s == 0:
                 clean = logits.detach()
             finite_logits &= torch.isfinite(logits.detach()).all(dim=1)
-            # Summed, not averaged: only the sign of each sample's gradient matters,
-            # and a 1/N factor can underflow in low-precision backward passes.
-            loss = F.cross_entropy(logits.float(), labels, reduction="sum")
             (grad,) = torch.autograd.grad(loss, x)
             x = x.detach()
             self.step_fn(x, x0, grad, logits.detach(), labels, k, first_miss, s, eps, alpha, lo, hi)
+        # The last point needs no gradient: one eager forward (a compiled one would be a third graph).
         with torch.no_grad(), self._autocast():
             logits = self._logits(x, n, label_max)
         self.count_fn(logits, labels, k, first_miss, self.steps)
@@ -263,6 +274,23 @@ class _Attack:
         return dict(k=k, first_miss=first_miss, pred=clean.argmax(dim=1), margin=_margin(clean, labels),
                     loss=F.cross_entropy(clean.float(), labels, reduction="none"),
                     finite=torch.isfinite(x0).flatten(1).all(dim=1), finite_logits=finite_logits)
+
+    def _loss(self, x: torch.Tensor, labels: torch.Tensor, n: int, label_max: int
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits [N, K] at x and their cross-entropy summed over the batch (float32)."""
+        if self.compiled is None:
+            with self._autocast():
+                logits = self._logits(x, n, label_max)
+            # Summed, not averaged: only the sign of each sample's gradient matters,
+            # and a 1/N factor can underflow in low-precision backward passes.
+            return logits, F.cross_entropy(logits.float(), labels, reduction="sum")
+        if self.num_classes is None:
+            # One eager forward checks the model's output before anything is compiled.
+            with torch.no_grad(), self._autocast():
+                self._logits(x, n, label_max)
+        self._check_labels(label_max, self.num_classes)
+        with self._autocast():
+            return self.compiled(x, labels)
 
     def _autocast(self):
         if self.amp is None:

@@ -10,6 +10,7 @@ import argparse
 from pathlib import Path
 
 from gaave_fast.amp import SCAN_AMP
+from gaave_fast.compiled import COMPILE_MODES
 from gaave_fast.pipeline import ABLATIONS, PipelineConfig
 from gaave_fast.pipeline.annotate import RELABEL_RULES, UNCERTAIN_RULES
 from gaave_fast.pipeline.config import MAX_CLASS_SHIFT, PRESETS
@@ -64,6 +65,9 @@ def add_pipeline_options(parser: argparse.ArgumentParser) -> None:
                    help="fused op, plain PyTorch step, or auto (default: fused when built)")
     g.add_argument("--scan-amp", choices=SCAN_AMP,
                    help="autocast dtype of the scan (default auto: bfloat16 on CUDA, float32 on CPU)")
+    g.add_argument("--scan-compile", nargs="?", const=True, default=None, choices=(True, *COMPILE_MODES),
+                   metavar="MODE", help="torch.compile the scan's forward + input gradient (optional mode: "
+                   + ", ".join(COMPILE_MODES) + ")")
     g.add_argument("--relabel", choices=RELABEL_RULES,
                    help="eq5 (the paper's rule) or confident (Eq. 5 only where the annotators agree with "
                         "probability >= --relabel-confidence); default: the preset's")
@@ -108,7 +112,7 @@ def build_config(args: argparse.Namespace, classes: list[str], base: PipelineCon
     direct = {"arch": args.arch, "width": args.width, "eps": args.eps, "alpha": args.alpha, "steps": args.steps,
               "tau_rule": args.tau_rule, "tau_fraction": args.tau_fraction, "combine": args.combine,
               "gaave_epochs": args.gaave_epochs, "scan_batch_size": args.scan_batch_size,
-              "scan_backend": args.scan_backend, "scan_amp": args.scan_amp,
+              "scan_backend": args.scan_backend, "scan_amp": args.scan_amp, "scan_compile": args.scan_compile,
               "ablation": args.ablation, "baseline": args.baseline,
               "seed": args.seed, "device": check_device(args.device), "preset": args.preset, "relabel": args.relabel,
               "relabel_confidence": args.relabel_confidence, "uncertain": args.uncertain,

@@ -10,6 +10,7 @@ from typing import Any
 
 from gaave_fast import attack, files
 from gaave_fast.amp import SCAN_AMP
+from gaave_fast.compiled import COMPILE_MODES
 
 from .annotate import RELABEL_RULES, UNCERTAIN_RULES
 from .criterion import COMBINE_RULES, TAU_RULES
@@ -58,6 +59,9 @@ class PipelineConfig:
             ``"torch"`` (identical k). scan_batch_size: its batch size.
         scan_amp: the scan's autocast dtype: ``"auto"`` (bfloat16 on CUDA, float32 elsewhere),
             ``"float32"`` (no autocast), ``"bfloat16"`` or ``"float16"``.
+        scan_compile: run the scan's forward, loss and input gradient through ``torch.compile``
+            (:mod:`gaave_fast.compiled`): False, True (default mode) or a mode name
+            (``"reduce-overhead"``, ``"max-autotune"``, ``"max-autotune-no-cudagraphs"``).
         combine: how k is combined over the T' scans (:func:`.criterion.combine_k`).
         tau_head, tau_tail: thresholds of ``k <= tau``; None = chosen by ``tau_rule``.
         tau_rule: ``"gmm"`` or ``"fraction"`` (with ``tau_fraction``), see :mod:`.criterion`.
@@ -92,6 +96,7 @@ class PipelineConfig:
     scan_backend: str = "auto"
     scan_batch_size: int = 256
     scan_amp: str = "auto"
+    scan_compile: bool | str = False
     combine: str = "mean"
     tau_head: float | None = None
     tau_tail: float | None = None
@@ -142,6 +147,8 @@ class PipelineConfig:
             raise ValueError(f"scan_backend must be 'auto', 'fused' or 'torch', got {self.scan_backend!r}")
         if self.scan_amp not in SCAN_AMP:
             raise ValueError(f"scan_amp must be one of {SCAN_AMP}, got {self.scan_amp!r}")
+        if not isinstance(self.scan_compile, bool) and self.scan_compile not in COMPILE_MODES:
+            raise ValueError(f"scan_compile must be true, false or one of {COMPILE_MODES}, got {self.scan_compile!r}")
         if self.combine not in COMBINE_RULES:
             raise ValueError(f"combine must be one of {COMBINE_RULES}, got {self.combine!r}")
         for name in ("tau_head", "tau_tail"):

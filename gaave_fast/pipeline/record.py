@@ -36,7 +36,7 @@ def resolve_backend(backend: str, device: torch.device) -> str:
 
 def scan_subset(model: nn.Module, view: RemappedDataset, *, eps: float, alpha: float | None, steps: int,
                 backend: str = "auto", batch_size: int = 256, device: str | torch.device | None = None,
-                amp: str = "auto", progress: bool = False) -> dict[str, np.ndarray]:
+                amp: str = "auto", compile: bool | str = False, progress: bool = False) -> dict[str, np.ndarray]:
     """Scan ``view`` once with :func:`gaave_fast.scan`: k, clean margin, clean loss and prediction per sample.
 
     Under torch.distributed each process scans every world-th sample and the results are
@@ -50,6 +50,7 @@ def scan_subset(model: nn.Module, view: RemappedDataset, *, eps: float, alpha: f
         backend: scan backend, or ``"auto"`` (see :func:`resolve_backend`).
         amp: the model's autocast dtype by name (:func:`gaave_fast.amp.scan_dtype`; ``"auto"`` =
             bfloat16 on CUDA, float32 on CPU). The adversarial images stay float32.
+        compile: ``torch.compile`` the model's side of the scan (see :func:`gaave_fast.scan`).
         batch_size, device, progress: passed to the scan.
 
     Returns:
@@ -65,7 +66,8 @@ def scan_subset(model: nn.Module, view: RemappedDataset, *, eps: float, alpha: f
     backend = resolve_backend(backend, dev)
     # Under torch.distributed the scan gathers every rank's shard itself.
     res = scan(model, DataLoader(sub, batch_size=batch_size, shuffle=False), eps=eps, alpha=alpha, steps=steps,
-               device=dev, amp=scan_dtype(amp, dev), backend=backend, progress=progress, num_samples=len(sub))
+               device=dev, amp=scan_dtype(amp, dev), backend=backend, compile=compile, progress=progress,
+               num_samples=len(sub))
     return {"index": res.index, "k": res.k, "margin": res.margin, "loss": res.loss, "pred": res.pred}
 
 

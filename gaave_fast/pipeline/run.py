@@ -192,7 +192,7 @@ class Pipeline:
         def scan(m: nn.Module, view: RemappedDataset) -> dict[str, np.ndarray]:
             return scan_subset(m, view, eps=cfg.eps, alpha=cfg.alpha, steps=cfg.steps, backend=cfg.scan_backend,
                                batch_size=cfg.scan_batch_size, device=cfg.device, amp=cfg.scan_amp,
-                               progress=cfg.base.progress)
+                               compile=cfg.scan_compile, progress=cfg.base.progress)
 
         return record_k(model, RemappedDataset.of(self.train_set, sub), sub.labels,
                         RemappedDataset.of(self.train_set, sub.select(sub.in_real_class())), cfg.base,

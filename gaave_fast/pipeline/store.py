@@ -53,7 +53,7 @@ _DEPENDENCY_CHAIN = STAGES[:6]  # each depends on the one before; the baseline d
 _FIELD_STAGES: dict[str, tuple[str, ...]] = {
     "seed": STAGES, "ablation": ("split",), "head_classes": ("split",),
     "arch": ("base", "annotate", "final", "baseline"), "width": ("base", "annotate", "final", "baseline"),
-    "pretrained": ("base", "annotate", "final", "baseline"), "scan_amp": ("record",),
+    "pretrained": ("base", "annotate", "final", "baseline"), "scan_amp": ("record",), "scan_compile": ("record",),
     "base": ("base",), "gaave_epochs": ("record",), "eps": ("record",), "alpha": ("record",),
     "steps": ("record",), "scan_backend": ("record",), "scan_batch_size": ("record",),
     "combine": ("criterion",), "tau_head": ("criterion",), "tau_tail": ("criterion",),
