@@ -202,3 +202,27 @@ def test_torchvision_architecture_by_name(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a if not k.startswith("1.classifier.1."))
     x = torch.rand(3, 1, 32, 32)
     assert pipe.new_model(4).eval()(x).shape == (3, 4)
+    # gaave scan --model rebuilds the run's model from its folder (squeezenet's classifier is a 1x1 conv).
+    from gaave_fast.cli.models import load_checkpoint
+
+    loaded = load_checkpoint(tmp_path / "final_gaave" / "model.pt").model
+    saved = torch.load(tmp_path / "final_gaave" / "model.pt", weights_only=True)
+    assert torch.equal(loaded.state_dict()["1.classifier.1.weight"], saved["1.classifier.1.weight"])
+    assert loaded(x).shape == (3, saved["1.classifier.1.weight"].shape[0])
+
+
+def test_cli_flags_reach_the_config(tmp_path, capsys):
+    from gaave_fast.cli import build_parser
+    from gaave_fast.cli.options import build_config
+
+    torch.save({"conv1.weight": torch.zeros(1)}, tmp_path / "b.pth")
+    args = build_parser().parse_args(["run", "folder:x", "--out", "o", "--arch", "torchvision:mobilenet_v3_small",
+                                      "--pretrained", str(tmp_path / "b.pth"), "--scan-amp", "bfloat16",
+                                      "--scan-compile", "reduce-overhead"])
+    cfg = build_config(args, [])
+    assert (cfg.arch, cfg.pretrained, cfg.scan_amp, cfg.scan_compile) == (
+        "torchvision:mobilenet_v3_small", str(tmp_path / "b.pth"), "bfloat16", "reduce-overhead")
+    assert build_config(build_parser().parse_args(["run", "folder:x", "--out", "o", "--scan-compile"]), []).scan_compile
+    assert main(["run", "folder:x", "--out", "o", "--arch", "torchvision:resnet19"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "resnet19" in err

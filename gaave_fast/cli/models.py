@@ -95,7 +95,7 @@ def load_checkpoint(path: Path, trust: bool = False) -> LoadedModel:
     if norm is None:
         raise CliError(f"{run_dir} was trained with a custom model factory; save its model with torch.export.save")
     make = model_factory(cfg.arch, norm["in_channels"], norm["image_size"], norm["mean"], norm["std"], cfg.width)
-    model = make(_num_outputs(state, path))
+    model = make(_num_outputs(state, f"1.{make.trunk().head}.weight", path))
     try:
         model.load_state_dict(state)
     except RuntimeError as err:
@@ -163,12 +163,11 @@ def num_outputs(model: nn.Module, image: torch.Tensor) -> int:
     return widths[0]
 
 
-def _num_outputs(state: dict[str, torch.Tensor], path: Path) -> int:
-    # The last 2-D weight is the classifier's [classes, features] matrix in every pipeline architecture.
-    mats = [v for k, v in state.items() if k.endswith("weight") and v.dim() == 2]
-    if not mats:
-        raise CliError(f"{path}: no linear classifier weight in the state dict")
-    return int(mats[-1].shape[0])
+def _num_outputs(state: dict[str, torch.Tensor], key: str, path: Path) -> int:
+    # The classifier's weight (linear [classes, features] or 1x1 conv [classes, features, 1, 1]).
+    if key not in state:
+        raise CliError(f"{path}: no classifier weight {key!r} in the state dict")
+    return int(state[key].shape[0])
 
 
 def _archive_kind(path: Path) -> str:
