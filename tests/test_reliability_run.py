@@ -99,6 +99,12 @@ def test_single_class_and_single_sample_datasets(tmp_path, capsys):
     single = image_folder(tmp_path / "single", per_class=1, classes=("a",))
     one_line_error(capsys, main(["run", f"folder:{single}", "--out", str(tmp_path / "o2"), *TINY_RUN]), "run",
                    "at least two classes")
+    # One sample per class: the method runs out of data somewhere; it must say so in one line.
+    for k, classes in enumerate((("a", "b"), ("a", "b", "c"))):
+        tiny = image_folder(tmp_path / f"tiny{k}", per_class=1, classes=classes)
+        err = one_line_error(capsys, main(["run", f"folder:{tiny}", "--out", str(tmp_path / f"t{k}"), *TINY_RUN]),
+                             "run")
+        assert "too high for this data" in err or "too small for this model" in err
 
 
 def test_head_classes_naming_every_class(faces, tmp_path, capsys):

@@ -155,14 +155,14 @@ def execute_run(req: RunRequest) -> dict[str, Any]:
     check_output_folder(req.out)
     store = RunStore(req.out)
     split = check_split(req.dataset, req.split)
-    start = req.start
+    start, record = req.start, None
     for _ in range(_MAX_RESTARTS):
         data = open_run_data(store, req.dataset, split, req.image_size, req.test, req.check, req.check_workers,
                              req.affectnet_classes)
         if data.changed and start is None and _read_run_json(store) is not None and store.file("config").exists():
             log.info("the excluded files changed: recomputing the run from the split")
             start = "split"
-        record = _begin_session(store, req, split, data)
+        record = record or _begin_session(store, req, split, data)  # one session, whatever restarts it takes
         log.info("run %s: %d samples (%d broken files excluded), %d classes, test set: %s", req.out, len(data.train),
                  len(data.excluded), len(data.classes), "none" if data.test is None else f"{len(data.test)} samples")
         test_set = None if data.test is None else ReadGuard(data.test, "test sample")

@@ -221,6 +221,9 @@ class Pipeline:
         for name in ("head", "tail") if idx.size else ():
             sub = subsets[name]
             clean = sub.select(~candidate[sub.indices])
+            if clean.labels.size == 0:
+                raise ValueError(f"every sample of the {name} subset is a noise candidate, so its annotator has no "
+                                 "clean sample to learn from; the threshold tau is too high for this data")
             key = f"annotator:{name}"
             view = RemappedDataset.of(self.train_set, clean)
 

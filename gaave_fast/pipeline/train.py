@@ -188,7 +188,10 @@ def fit(model: nn.Module, dataset: Dataset, labels: np.ndarray, config: TrainCon
     if len(labels) != len(dataset):
         raise ValueError(f"labels has {len(labels)} entries for a dataset of {len(dataset)}")
     if len(dataset) == 0:
-        raise ValueError("dataset is empty")
+        raise ValueError(f"{desc}: no samples to train on")
+    if len(dataset) == 1 and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        raise ValueError(f"{desc}: a single training sample, and BatchNorm needs at least two per batch; the data is "
+                         "too small for this model")
     epochs = config.epochs if epochs is None else int(epochs)
     stop_at = epochs if stop_at is None else int(stop_at)
     if not 0 <= stop_at <= epochs:
