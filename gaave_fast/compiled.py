@@ -21,6 +21,7 @@ __all__ = ["COMPILE_MODES", "CompiledLoss", "compiled_loss"]
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 """``torch.compile`` modes the scan accepts by name (``compile=True`` is ``"default"``)."""
+_CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")  # the modes that replay CUDA graphs
 
 _CACHE: weakref.WeakKeyDictionary[torch.nn.Module, dict[str | None, CompiledLoss]] = weakref.WeakKeyDictionary()
 
@@ -53,6 +54,15 @@ class CompiledLoss:
     def __call__(self, x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         n = x.shape[0]
         self.batch = max(self.batch, n)
+        if self.mode in _CUDA_GRAPH_MODES:
+            # A replay overwrites the previous call's outputs, and the scan keeps the clean logits
+            # of step 0 through the later steps: each call is a new step, its logits a copy.
+            torch.compiler.cudagraph_mark_step_begin()
+            logits, loss = self._call(x, labels, n)
+            return logits.clone(), loss
+        return self._call(x, labels, n)
+
+    def _call(self, x: torch.Tensor, labels: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         if n == self.batch:
             return self._fn(x, labels)
         pad = self.batch - n

@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader, Subset
 
 from gaave_fast import ScanResult, scan
 from gaave_fast.cli import build_parser, main
+from gaave_fast.cli.common import CliError
 from gaave_fast.cli.options import build_config
 from gaave_fast.data import read_image_folder, read_manifest
 from gaave_fast.demo import BROKEN_FILES, DemoSpec, make_demo_dataset
@@ -195,6 +196,19 @@ def test_config_file_then_flags(tmp_path, suffix):
     assert got == want
     plain = build_parser().parse_args(["run", "folder:x", "--out", "o"])
     assert build_config(plain, []) == PipelineConfig()
+
+
+def test_preset_and_relabel_flags(capsys):
+    args = build_parser().parse_args(["run", "folder:x", "--out", "o", "--preset", "paper", "--relabel", "confident",
+                                      "--relabel-confidence", "0.7", "--uncertain", "keep", "--max-class-shift", "0.3",
+                                      "--class-guard"])
+    got = build_config(args, [])
+    assert got == PipelineConfig(preset="paper", relabel="confident", relabel_confidence=0.7, uncertain="keep",
+                                 max_class_shift=0.3, class_guard=True)
+    assert got.setting("class_guard") is True and PipelineConfig(preset="paper").setting("class_guard") is False
+    bad = build_parser().parse_args(["run", "folder:x", "--out", "o", "--max-class-shift", "0"])
+    with pytest.raises(CliError, match="max_class_shift"):
+        build_config(bad, [])
 
 
 # ----------------------------------------------------------------------------- validate
