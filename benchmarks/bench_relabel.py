@@ -16,6 +16,7 @@ draws a random training subset, ``--test-size`` a random test subset (0 = all).
 
     python benchmarks/bench_relabel.py --setting fer2013 --train-size 6000 --test-size 2000 --retrain
     python benchmarks/bench_relabel.py --setting c10n-worse --train-size 5000 --json out.json
+    python benchmarks/bench_relabel.py --setting c10n-worse --retrain-options 16 1 15 --retrain-recipe sgd-cosine
 """
 
 from __future__ import annotations
@@ -32,7 +33,15 @@ import numpy as np
 import torch
 
 from gaave_fast.data.arrays import ArrayDataset, load_cifar10_npz, load_fer2013_npz
-from gaave_fast.pipeline import Pipeline, PipelineConfig, RemappedDataset, TrainConfig, accuracy, fit, predict
+from gaave_fast.pipeline import (
+    Pipeline,
+    PipelineConfig,
+    RemappedDataset,
+    TrainConfig,
+    accuracy,
+    fit,
+    predict,
+)
 from gaave_fast.pipeline.annotate import DISCARDED, decide
 from gaave_fast.pipeline.guard import cap_class_shift, class_counts_after, class_shift
 from gaave_fast.pipeline.run import test_summary
@@ -85,9 +94,16 @@ def option_labels(pipe: Pipeline, option: tuple, cap: float) -> tuple[np.ndarray
     return new, kept, final
 
 
-def retrain_option(pipe: Pipeline, final: np.ndarray, test) -> dict:
-    """The final model on one option's training labels, with the pipeline's recipe, model and seed."""
-    cfg = pipe.config
+RECIPES = {"pipeline": {},
+           # A CPU-sized stand-in for the paper's SGD + cosine (RESULTS.md, issue 10).
+           "sgd-cosine": {"optimizer": "sgd", "lr": 0.05, "weight_decay": 5e-4, "schedule": "cosine", "epochs": 20,
+                          "crop_padding": 4}}
+
+
+def retrain_option(pipe: Pipeline, final: np.ndarray, test, recipe: str = "pipeline") -> dict:
+    """The final model on one option's training labels, with the pipeline's model and seed, and its
+    final-training recipe or one of :data:`RECIPES`."""
+    cfg = replace(pipe.config, final=replace(pipe.config.final, **RECIPES[recipe]))
     pos = np.flatnonzero(final >= 0)
     tview = RemappedDataset(test, np.arange(len(test)), test.labels)
 
@@ -183,7 +199,8 @@ def run(a: argparse.Namespace, setting: str) -> dict:
     for i in a.retrain_options:
         key = "{}{}/{}{}".format(*[x if x is not None else "" for x in OPTIONS[i][:2]], OPTIONS[i][2],
                                  "+guard" if OPTIONS[i][3] else "")
-        r["final"][key] = retrain_option(pipe, option_labels(pipe, OPTIONS[i], cfg.max_class_shift)[2], test)
+        r["final"][key] = retrain_option(pipe, option_labels(pipe, OPTIONS[i], cfg.max_class_shift)[2], test,
+                                         a.retrain_recipe)
     return r
 
 
@@ -228,6 +245,8 @@ def main() -> None:
     p.add_argument("--retrain", action="store_true", help="also train the default preset's final model")
     p.add_argument("--retrain-options", type=int, nargs="*", default=[],
                    help="also train a final model on these options' labels (positions in OPTIONS)")
+    p.add_argument("--retrain-recipe", choices=tuple(RECIPES), default="pipeline",
+                   help="training of those final models: the pipeline's (default) or sgd-cosine")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=Path("runs/bench_relabel"))

@@ -7,7 +7,7 @@ import pytest
 from scipy.stats import binom
 from sklearn.metrics import roc_auc_score
 
-from gaave_fast.pipeline.criterion import combine_k, fit_gmm, select_tau
+from gaave_fast.pipeline.criterion import combine_k, fit_gmm, select_candidates, select_tau
 from gaave_fast.pipeline.metrics import detection_metrics, roc_auc
 
 
@@ -112,3 +112,46 @@ def test_roc_auc_matches_sklearn_with_ties():
     tp = (y & (s >= 4)).sum()
     assert d["precision"] == pytest.approx(tp / (s >= 4).sum()) and d["recall"] == pytest.approx(tp / y.sum())
     assert d["auroc"] == pytest.approx(roc_auc_score(y, s))
+
+
+def test_vote_candidates_and_decided_tau():
+    from gaave_fast.pipeline.criterion import vote_candidates
+
+    k = np.array([[0, 3, 2, 9], [5, 1, 2, 9], [0, 4, 9, 0], [7, 0, 9, 9]])  # 4 scans, 4 samples
+    np.testing.assert_array_equal(vote_candidates(k, 2, "vote"), [True, True, True, False])
+    np.testing.assert_array_equal(vote_candidates(k, 2, "min"), [True, True, True, True])
+    scans = {"head": (np.array([0, 2, 4, 6]), k)}
+    c = select_candidates(scans, 8, combine="vote", taus={"head": None}, rule="gmm", fraction=None,
+                          record_taus={"head": 2})
+    np.testing.assert_array_equal(np.flatnonzero(c.candidate), [0, 2, 4])
+    assert c.taus["head"]["tau"] == 2 and c.taus["head"]["rule"] == "gmm (pilot)"
+    given = select_candidates(scans, 8, combine="vote", taus={"head": 2.7}, rule="gmm", fraction=None)
+    np.testing.assert_array_equal(given.candidate, c.candidate)
+
+
+def test_scan_decided_pilot_then_early_exit():
+    from gaave_fast.pipeline.record import pilot_rows, scan_decided
+
+    calls = []
+    k_true = np.array([0, 9, 1, 9, 9, 2, 9, 0, 9, 9], np.int16)
+
+    def fake_scan(positions, decide_tau):
+        calls.append((positions.tolist(), decide_tau))
+        k = k_true[positions]
+        exact = np.ones(len(positions), bool) if decide_tau is None else k <= decide_tau
+        return {"index": positions + 100, "k": k, "margin": np.zeros(len(positions), np.float32),
+                "loss": np.zeros(len(positions), np.float32), "pred": np.zeros(len(positions), np.int64),
+                "k_exact": exact}
+
+    pilot = pilot_rows(10, 0.3, seed=0)
+    assert len(pilot) == 3 and np.all(np.diff(pilot) > 0)
+    np.testing.assert_array_equal(pilot, pilot_rows(10, 0.3, seed=0))
+    out = scan_decided(fake_scan, 10, tau=None, pilot=pilot, choose=lambda k: 2)
+    assert calls[0] == (pilot.tolist(), None) and calls[1][1] == 2
+    assert sorted(calls[0][0] + calls[1][0]) == list(range(10))
+    np.testing.assert_array_equal(out["index"], np.arange(10) + 100)
+    np.testing.assert_array_equal(out["k"], k_true)
+    assert out["k_exact"][pilot].all() and (out["decide_tau"] == 2).all()
+    calls.clear()
+    scan_decided(fake_scan, 10, tau=1, pilot=pilot, choose=lambda k: 5)
+    assert calls == [(list(range(10)), 1)]

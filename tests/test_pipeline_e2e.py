@@ -197,3 +197,23 @@ def test_no_candidates(problem, full_run, tmp_path):
     assert not (tmp_path / "run" / "annotate" / "annot_head").exists()  # no annotators to train
     assert r["final_gaave"]["train_samples"] == len(train)
     assert r["timings"]["base:head"] == report["timings"]["base:head"]  # kept, not recomputed
+
+
+def test_decided_record_flags_as_the_full_record(problem, full_run, tmp_path):
+    """Early exit changes no verdict: with a given tau, the decided record's vote equals the vote over the
+    full record's k (the snapshot models are the same: the scans do not touch training)."""
+    train, test, _, _ = problem
+    out, _ = full_run
+    shutil.copytree(out, tmp_path / "run")
+    cfg = config(record="decided", combine="vote", tau_head=2.0, tau_tail=2.0)
+    report = Pipeline(cfg, train, tmp_path / "run", test_set=test).run()
+    full = pd.read_csv(out / "samples.csv")
+    k_full = full[[f"k_e{j}" for j in range(8)]].to_numpy()
+    want = 2 * (k_full <= 2).sum(1) >= 8
+    df = pd.read_csv(tmp_path / "run" / "samples.csv")
+    np.testing.assert_array_equal(df["candidate"], want)
+    k_cols = df[[f"k_e{j}" for j in range(8)]].to_numpy()
+    exact = df["k_exact"].to_numpy()
+    np.testing.assert_array_equal(k_cols[exact], k_full[exact])
+    np.testing.assert_array_equal(k_cols <= 2, k_full <= 2)
+    assert not exact.all() and report["criterion"]["tau"]["head"]["rule"] == "given"

@@ -13,8 +13,8 @@ from gaave_fast.amp import SCAN_AMP
 from gaave_fast.compiled import COMPILE_MODES
 from gaave_fast.pipeline import ABLATIONS, PipelineConfig
 from gaave_fast.pipeline.annotate import RELABEL_RULES, UNCERTAIN_RULES
-from gaave_fast.pipeline.config import MAX_CLASS_SHIFT, PRESETS
-from gaave_fast.pipeline.criterion import COMBINE_RULES, TAU_RULES
+from gaave_fast.pipeline.config import MAX_CLASS_SHIFT, PRESETS, RECORDS
+from gaave_fast.pipeline.criterion import COMBINE_RULES, TAU_RULES, VOTE_RULES
 from gaave_fast.pipeline.models import ARCHS, check_arch
 
 from .common import (
@@ -53,7 +53,14 @@ def add_pipeline_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--tau-tail", type=finite_float, help="threshold of the tail subset")
     g.add_argument("--tau-rule", choices=TAU_RULES, help="automatic threshold: gmm (default) or fraction")
     g.add_argument("--tau-fraction", type=finite_float, help="share of each subset flagged with --tau-rule fraction")
-    g.add_argument("--combine", choices=COMBINE_RULES, help="how k is combined over the scans (default mean)")
+    g.add_argument("--combine", choices=COMBINE_RULES,
+                   help="how k is combined over the scans (default mean; vote with --record decided)")
+    g.add_argument("--record", choices=RECORDS,
+                   help="full (default): every scan runs all S steps; decided: early exit once k <= tau is "
+                        "certain (same candidates for a given tau; needs --combine vote or min)")
+    g.add_argument("--pilot-fraction", type=finite_float,
+                   help="with --record decided and an automatic tau: share of each subset scanned fully to "
+                        "choose tau (default 0.05)")
     g.add_argument("--base-epochs", type=non_negative_int, help="epochs T before the first scan (default 10)")
     g.add_argument("--gaave-epochs", type=positive_int, help="scans T' (default 8)")
     g.add_argument("--epochs", type=non_negative_int,
@@ -111,6 +118,7 @@ def build_config(args: argparse.Namespace, classes: list[str], base: PipelineCon
         cfg = _load(args.config).to_dict()
     direct = {"arch": args.arch, "width": args.width, "eps": args.eps, "alpha": args.alpha, "steps": args.steps,
               "tau_rule": args.tau_rule, "tau_fraction": args.tau_fraction, "combine": args.combine,
+              "record": args.record, "pilot_fraction": args.pilot_fraction,
               "gaave_epochs": args.gaave_epochs, "scan_batch_size": args.scan_batch_size,
               "scan_backend": args.scan_backend, "scan_amp": args.scan_amp, "scan_compile": args.scan_compile,
               "ablation": args.ablation, "baseline": args.baseline,
@@ -120,6 +128,8 @@ def build_config(args: argparse.Namespace, classes: list[str], base: PipelineCon
     cfg.update({k: v for k, v in direct.items() if v is not None})
     if args.device is None:  # a device from --config is checked too
         check_device(cfg.get("device"), "device (from --config)")
+    if args.record == "decided" and args.combine is None and cfg["combine"] not in VOTE_RULES:
+        cfg["combine"] = "vote"  # the decided record's default rule (docs/pipeline.md)
     if args.pretrained is not None:
         if not args.pretrained.is_file():
             raise CliError(f"--pretrained file not found: {args.pretrained}")

@@ -13,11 +13,12 @@ from gaave_fast.amp import SCAN_AMP
 from gaave_fast.compiled import COMPILE_MODES
 
 from .annotate import RELABEL_RULES, UNCERTAIN_RULES
-from .criterion import COMBINE_RULES, TAU_RULES
+from .criterion import COMBINE_RULES, TAU_RULES, VOTE_RULES
 from .models import check_arch
 from .train import TrainConfig
 
 ABLATIONS = ("full", "no_split", "no_annotator")
+RECORDS = ("full", "decided")
 MAX_CLASS_SHIFT = 0.5
 PRESETS: dict[str, dict[str, Any]] = {
     # The paper's method exactly: Eq. 5 relabels every candidate it can, the rest are discarded.
@@ -62,7 +63,14 @@ class PipelineConfig:
         scan_compile: run the scan's forward, loss and input gradient through ``torch.compile``
             (:mod:`gaave_fast.compiled`): False, True (default mode) or a mode name
             (``"reduce-overhead"``, ``"max-autotune"``, ``"max-autotune-no-cudagraphs"``).
-        combine: how k is combined over the T' scans (:func:`.criterion.combine_k`).
+        combine: how k is combined over the T' scans (:func:`.criterion.combine_k`), or a
+            per-scan vote (``"vote"``: k_t <= tau in at least half the scans; ``"min"``: in any),
+            which the decided record computes exactly.
+        record: ``"full"`` (every scan attacks every sample for all S steps) or ``"decided"``
+            (early exit: each sample's attack stops once k_t <= tau is certain; needs combine
+            ``"vote"`` or ``"min"``; k is censored, the candidates are those of the full record).
+        pilot_fraction: with ``record="decided"`` and an automatic tau, the seeded random share of
+            each subset scanned fully by the base model to choose tau (the rest is decided).
         tau_head, tau_tail: thresholds of ``k <= tau``; None = chosen by ``tau_rule``.
         tau_rule: ``"gmm"`` or ``"fraction"`` (with ``tau_fraction``), see :mod:`.criterion`.
         annotator: training of the two self-annotators.
@@ -98,6 +106,8 @@ class PipelineConfig:
     scan_amp: str = "auto"
     scan_compile: bool | str = False
     combine: str = "mean"
+    record: str = "full"
+    pilot_fraction: float = 0.05
     tau_head: float | None = None
     tau_tail: float | None = None
     tau_rule: str = "gmm"
@@ -151,6 +161,13 @@ class PipelineConfig:
             raise ValueError(f"scan_compile must be true, false or one of {COMPILE_MODES}, got {self.scan_compile!r}")
         if self.combine not in COMBINE_RULES:
             raise ValueError(f"combine must be one of {COMBINE_RULES}, got {self.combine!r}")
+        if self.record not in RECORDS:
+            raise ValueError(f"record must be one of {RECORDS}, got {self.record!r}")
+        if self.record == "decided" and self.combine not in VOTE_RULES:
+            raise ValueError(f"record 'decided' needs combine {' or '.join(map(repr, VOTE_RULES))} (rules that "
+                             f"use only k <= tau per scan), got {self.combine!r}")
+        if not 0 < self.pilot_fraction <= 1:
+            raise ValueError(f"pilot_fraction must be in (0, 1], got {self.pilot_fraction}")
         for name in ("tau_head", "tau_tail"):
             if getattr(self, name) is not None and not math.isfinite(getattr(self, name)):
                 raise ValueError(f"{name} must be a finite number or None, got {getattr(self, name)}")

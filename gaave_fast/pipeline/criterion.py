@@ -4,6 +4,12 @@ Combining (``combine``): ``"mean"`` (default) averages k over the T' recorded ep
 sample that resists the attack only late in training (when it has been memorised) still scores
 low; ``"last"`` takes the final epoch, ``"min"`` the smallest, ``"median"`` the median.
 
+``"vote"`` flags a sample when k_t <= tau in at least half of the T' scans; tau is then an integer
+per subset: the given one (rounded down), or the rule's choice on the first scan (the base
+model's k). ``"vote"`` and ``"min"`` (k_t <= tau in any scan) need only the per-scan verdicts
+k_t <= tau, which is what an early-exit (decided) record knows exactly; for a decided record tau
+is the one it was scanned at (given, or chosen on its fully scanned pilot).
+
 Automatic tau (``rule``):
 
 * ``"gmm"`` (default): fit a two-component 1-D Gaussian mixture with one shared variance to
@@ -27,7 +33,9 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-COMBINE_RULES = ("mean", "last", "min", "median")
+COMBINE_RULES = ("mean", "last", "min", "median", "vote")
+VOTE_RULES = ("vote", "min")
+"""Combine rules that a decided (early-exit) record computes exactly: per-scan verdicts k_t <= tau."""
 TAU_RULES = ("gmm", "fraction")
 
 
@@ -52,7 +60,25 @@ def combine_k(k_epochs: np.ndarray, how: str = "mean") -> np.ndarray:
         return k.min(axis=0)
     if how == "median":
         return np.median(k, axis=0)
+    if how == "vote":  # as a score: the mean (the vote itself needs tau, see vote_candidates)
+        return k.mean(axis=0)
     raise ValueError(f"combine must be one of {COMBINE_RULES}, got {how!r}")
+
+
+def vote_candidates(k_epochs: np.ndarray, tau: int, how: str) -> np.ndarray:
+    """Candidates from per-scan verdicts: bool [n].
+
+    Args:
+        k_epochs: [E, n] k per scan (censored k of a decided record keep the side of tau).
+        tau: the integer threshold of each scan's verdict k_t <= tau.
+        how: ``"vote"`` (k_t <= tau in at least half of the E scans) or ``"min"`` (in any).
+    """
+    below = np.asarray(k_epochs) <= tau
+    if how == "vote":
+        return 2 * below.sum(axis=0) >= below.shape[0]
+    if how == "min":
+        return below.any(axis=0)
+    raise ValueError(f"vote rules are {VOTE_RULES}, got {how!r}")
 
 
 @dataclass(frozen=True)
@@ -200,7 +226,8 @@ class Criterion:
 
 
 def select_candidates(k_scans: dict[str, tuple[np.ndarray, np.ndarray]], num_samples: int, *, combine: str,
-                      taus: dict[str, float | None], rule: str, fraction: float | None) -> Criterion:
+                      taus: dict[str, float | None], rule: str, fraction: float | None,
+                      record_taus: dict[str, int] | None = None) -> Criterion:
     """Step 5: combine each subset's k over the scans, choose its tau, mark ``k <= tau``.
 
     Args:
@@ -210,6 +237,8 @@ def select_candidates(k_scans: dict[str, tuple[np.ndarray, np.ndarray]], num_sam
         combine: how k is combined over the scans (:func:`combine_k`).
         taus: a given tau per subset (None = chosen by ``rule``).
         rule, fraction: the automatic rule of :func:`select_tau`.
+        record_taus: the tau each subset's decided record was scanned at (its verdicts are exact
+            for that tau only); used by the vote rules in place of a choice.
 
     Returns:
         The :class:`Criterion`.
@@ -221,12 +250,25 @@ def select_candidates(k_scans: dict[str, tuple[np.ndarray, np.ndarray]], num_sam
     for j, (name, (index, k_epochs)) in enumerate(k_scans.items()):
         k = combine_k(k_epochs, combine)
         given = taus.get(name)
-        choice = (TauChoice(float(given), "given", int((k <= given).sum()), k.size) if given is not None
-                  else select_tau(k, rule, fraction))
+        decided = record_taus is not None and name in record_taus
+        # "min" of a full record keeps choosing tau on the combined k (min k <= tau is "any k_t <= tau").
+        if combine == "vote" or decided:
+            if decided:
+                tau, how = record_taus[name], "given" if given is not None else f"{rule} (pilot)"
+            elif given is not None:
+                tau, how = int(np.floor(given)), "given"
+            else:
+                tau, how = int(np.floor(select_tau(np.asarray(k_epochs)[0], rule, fraction).tau)), f"{rule} (scan 0)"
+            flagged = vote_candidates(k_epochs, tau, combine)
+            choice = TauChoice(float(tau), how, int(flagged.sum()), k.size)
+        else:
+            choice = (TauChoice(float(given), "given", int((k <= given).sum()), k.size) if given is not None
+                      else select_tau(k, rule, fraction))
+            flagged = k <= choice.tau
         chosen[name] = choice.to_dict()
         subset_id[index] = j
         k_all[index] = k
-        cand[index] = k <= choice.tau
+        cand[index] = flagged
         log.info("criterion %s: tau %.3f (%s), %d of %d flagged", name, choice.tau, choice.rule, choice.flagged,
                  choice.total)
     return Criterion(tuple(k_scans), subset_id, k_all, cand, chosen, combine)

@@ -29,11 +29,11 @@ from gaave_fast.data.describe import (
 
 from .annotate import DISCARDED, agreement, decide, relabel
 from .config import PipelineConfig
-from .criterion import Criterion, select_candidates
+from .criterion import Criterion, select_candidates, select_tau
 from .guard import cap_class_shift, shift_report
 from .models import ModelFactory, model_factory
 from .pretrained import Backbone
-from .record import SCAN_FIELDS, record_k, scan_subset
+from .record import DECIDED_FIELDS, SCAN_FIELDS, pilot_rows, record_k, scan_decided, scan_subset
 from .refactor import RefactoredSubset, RemappedDataset, Subsets, make_subsets
 from .retrain import final_training_set
 from .store import STAGES, RunStore
@@ -124,7 +124,7 @@ class Pipeline:
         # Step 4. GAAVE: k of every sample of a subset's own classes, recorded over T' epochs.
         scans = {name: self._stage(f"record:{name}", lambda: self._record(name, sub),
                                    lambda arrays: self.store.save_record(name, cfg.gaave_epochs),
-                                   lambda: self.store.load_record(name, SCAN_FIELDS[1:]))
+                                   lambda: self.store.load_record(name, self._record_fields()))
                  for name, sub in subsets.items()}
         # Step 5. Criterion: k <= τ marks the noise candidates.
         criterion = self._stage("criterion", lambda: self._criterion(scans), self.store.save_criterion,
@@ -190,9 +190,23 @@ class Pipeline:
             return dict(np.load(path)) if path.exists() else None
 
         def scan(m: nn.Module, view: RemappedDataset) -> dict[str, np.ndarray]:
-            return scan_subset(m, view, eps=cfg.eps, alpha=cfg.alpha, steps=cfg.steps, backend=cfg.scan_backend,
-                               batch_size=cfg.scan_batch_size, device=cfg.device, amp=cfg.scan_amp,
-                               compile=cfg.scan_compile, progress=cfg.base.progress)
+            def run(**how) -> dict[str, np.ndarray]:
+                return scan_subset(m, view, eps=cfg.eps, alpha=cfg.alpha, steps=cfg.steps, backend=cfg.scan_backend,
+                                   batch_size=cfg.scan_batch_size, device=cfg.device, amp=cfg.scan_amp,
+                                   compile=cfg.scan_compile, progress=cfg.base.progress, **how)
+
+            if cfg.record == "full":
+                return run()
+            # Decided record: tau is the given one, or chosen on the base model's (first) scan of the pilot.
+            given = {"head": cfg.tau_head, "tail": cfg.tau_tail, "all": cfg.tau_head}[name]
+            tau = None if given is None else int(np.floor(given))
+            first = load(0)
+            if tau is None and first is not None:
+                tau = int(first["decide_tau"][0])
+            seed = cfg.seed + _SEED_OFFSET[name]
+            return scan_decided(run, len(view), tau=None if tau is None else min(max(tau, -1), cfg.steps + 1),
+                                pilot=pilot_rows(len(view), cfg.pilot_fraction, seed),
+                                choose=lambda k: int(np.floor(select_tau(k, cfg.tau_rule, cfg.tau_fraction).tau)))
 
         return record_k(model, RemappedDataset.of(self.train_set, sub), sub.labels,
                         RemappedDataset.of(self.train_set, sub.select(sub.in_real_class())), cfg.base,
@@ -201,12 +215,17 @@ class Pipeline:
                         base_checkpoint=store.checkpoint(f"base:{name}"), checkpoint=store.checkpoint(f"record:{name}"),
                         device=cfg.device, scan=scan, desc=f"gaave {name}")
 
+    def _record_fields(self) -> tuple[str, ...]:
+        return SCAN_FIELDS[1:] + (DECIDED_FIELDS if self.config.record == "decided" else ())
+
     def _criterion(self, scans: dict[str, dict[str, np.ndarray]]) -> Criterion:
         cfg = self.config
+        record_taus = ({n: int(s["decide_tau"][0, 0]) for n, s in scans.items() if s["index"].size}
+                       if cfg.record == "decided" else None)
         return select_candidates({n: (s["index"], s["k"]) for n, s in scans.items()}, self.labels.size,
                                  combine=cfg.combine, taus={"head": cfg.tau_head, "tail": cfg.tau_tail,
                                                             "all": cfg.tau_head},
-                                 rule=cfg.tau_rule, fraction=cfg.tau_fraction)
+                                 rule=cfg.tau_rule, fraction=cfg.tau_fraction, record_taus=record_taus)
 
     def _annotate(self, subsets: dict[str, RefactoredSubset], criterion: Criterion) -> dict[str, np.ndarray]:
         # Both annotators start from the same trunk weights (the pipeline seed, see new_model) with

@@ -56,7 +56,7 @@ _FIELD_STAGES: dict[str, tuple[str, ...]] = {
     "pretrained": ("base", "annotate", "final", "baseline"), "scan_amp": ("record",), "scan_compile": ("record",),
     "base": ("base",), "gaave_epochs": ("record",), "eps": ("record",), "alpha": ("record",),
     "steps": ("record",), "scan_backend": ("record",), "scan_batch_size": ("record",),
-    "combine": ("criterion",), "tau_head": ("criterion",), "tau_tail": ("criterion",),
+    "combine": ("criterion",), "record": ("record",), "pilot_fraction": ("record",), "tau_head": ("criterion",), "tau_tail": ("criterion",),
     "tau_rule": ("criterion",), "tau_fraction": ("criterion",), "annotator": ("annotate",),
     "preset": ("annotate",), "relabel": ("annotate",), "relabel_confidence": ("annotate",),
     "uncertain": ("annotate",), "max_class_shift": ("annotate",), "class_guard": ("annotate",),

@@ -31,6 +31,8 @@ def sample_table(labels: np.ndarray, criterion: Criterion, scans: dict[str, dict
     Returns:
         Columns ``index`` (position), ``path`` (when known), ``row``, ``label``, ``label_name``,
         ``subset`` (whose model judged it), ``k_e<j>`` (k of scan j; -1 = not scanned),
+        ``k_exact`` (decided records only: every k_e<j> is exact; else some are censored by
+        early exit and only their side of tau is known),
         ``margin`` and ``loss`` (means over the scans), ``k`` (combined), ``score``
         (:func:`gaave_fast.result.suspicion_score`), ``candidate``, ``new_label`` (-1 = discarded,
         or removed when candidates are dropped), ``new_label_name`` and ``status``
@@ -51,6 +53,11 @@ def sample_table(labels: np.ndarray, criterion: Criterion, scans: dict[str, dict
         for s in scans.values():
             col[s["index"]] = s["k"][j]
         df[f"k_e{j}"] = col
+    if all("k_exact" in s for s in scans.values()):
+        col = np.ones(n, bool)
+        for s in scans.values():
+            col[s["index"]] = s["k_exact"].all(axis=0)
+        df["k_exact"] = col
     for f in ("margin", "loss"):
         col = np.full(n, np.nan, np.float32)
         for s in scans.values():

@@ -104,6 +104,10 @@ def _k_section(run: RunOutputs, cfg: PipelineConfig, pngs: dict[str, bytes]) -> 
     text = (f"<p>k counts the attack points x(0)..x({cfg.steps}) that keep the given label (ε = {_pixels(cfg.eps)}, "
             f"α = {_pixels(default_alpha(cfg.eps, cfg.alpha))}), combined over {cfg.gaave_epochs} scans by "
             f"{H.esc(cfg.combine)}. Samples with k ≤ τ are the noise candidates.</p>")
+    if cfg.record == "decided":
+        text += ("<p>Decided record: each scan stopped attacking a sample once k ≤ τ or k &gt; τ was certain, so k "
+                 "is exact only where the attack ran to the end; the hatched bars count the samples whose k is "
+                 "known only as &gt; τ or ≤ τ. The candidates are those of a full record at the same τ.</p>")
     return H.section("k", "Attack counts k per subset", text + H.img_tag(pngs["k_histograms.png"], "k histograms")
                      + H.table(["subset", "τ", "rule", "candidates", "samples", "fraction"], body))
 

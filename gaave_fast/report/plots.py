@@ -20,8 +20,13 @@ _CLEAN, _FLAGGED, _FINAL, _BASE = "#4c72b0", "#dd8452", "#55a868", "#8c8c8c"
 def k_histograms(table: pd.DataFrame, taus: dict[str, float], steps: int, scans: int) -> bytes:
     """One histogram of the combined k per subset, candidates (k <= tau) in orange, tau dashed.
 
+    A decided (early-exit) record knows k exactly only where ``k_exact``; its other samples are
+    drawn as two hatched bars right of S+1, "> τ" (kept) and "≤ τ" (candidates), since only that
+    side of τ is known for them.
+
     Args:
-        table: per-sample table (``subset``, ``k``). taus: threshold per subset.
+        table: per-sample table (``subset``, ``k``; ``candidate`` and ``k_exact`` when decided).
+        taus: threshold per subset.
         steps: S (k runs 0..S+1). scans: T' (a mean over T' scans moves in steps of 1/T').
     """
     subsets = [s for s in taus if (table["subset"] == s).any()] or sorted(set(table["subset"]) - {""})
@@ -30,14 +35,24 @@ def k_histograms(table: pd.DataFrame, taus: dict[str, float], steps: int, scans:
     edges = np.arange(-width / 2, steps + 1 + width, width)
     for j, name in enumerate(subsets):
         ax = fig.add_subplot(1, max(len(subsets), 1), j + 1)
-        k = table.loc[table["subset"] == name, "k"].to_numpy(np.float64)
-        k = k[np.isfinite(k)]
+        rows = table.loc[table["subset"] == name]
+        k = rows["k"].to_numpy(np.float64)
         tau = taus.get(name, -1.0)
-        ax.hist([k[k > tau], k[k <= tau]], bins=edges, stacked=True, color=[_CLEAN, _FLAGGED],
+        flagged = rows["candidate"].to_numpy(bool) if "k_exact" in rows else k <= tau
+        exact = rows["k_exact"].to_numpy(bool) if "k_exact" in rows else np.ones(len(k), bool)
+        keep = np.isfinite(k)
+        k, flagged, exact = k[keep], flagged[keep], exact[keep]
+        ax.hist([k[exact & ~flagged], k[exact & flagged]], bins=edges, stacked=True, color=[_CLEAN, _FLAGGED],
                 label=["kept (k > τ)", "candidates (k ≤ τ)"])
+        if not exact.all():
+            censored = [int((~exact & ~flagged).sum()), int((~exact & flagged).sum())]
+            ax.bar([steps + 2, steps + 3], censored, width=0.8, color="none", edgecolor=[_CLEAN, _FLAGGED],
+                   hatch="//", label="k censored by early exit")
+            ax.set_xticks([*range(0, steps + 2, max(1, (steps + 1) // 4)), steps + 2, steps + 3],
+                          [*map(str, range(0, steps + 2, max(1, (steps + 1) // 4))), f"> {tau:g}", f"≤ {tau:g}"])
         if tau >= 0:
             ax.axvline(tau + width / 2, color="black", linestyle="--", linewidth=1.2, label=f"τ = {tau:g}")
-        ax.set_title(f"{name}: {len(k)} samples, {int((k <= tau).sum())} candidates", fontsize=10)
+        ax.set_title(f"{name}: {len(k)} samples, {int(flagged.sum())} candidates", fontsize=10)
         ax.set_xlabel(f"k (mean over {scans} scans; 0..{steps + 1})")
         ax.set_ylabel("samples")
         ax.legend(fontsize=8)
