@@ -35,7 +35,13 @@ import torch
 from bench_pipeline import load_setting, ranked
 from common import emit_json, machine_name
 
-from gaave_fast.pipeline import Pipeline, PipelineConfig, TrainConfig, detection_metrics, roc_auc
+from gaave_fast.pipeline import (
+    Pipeline,
+    PipelineConfig,
+    TrainConfig,
+    detection_metrics,
+    roc_auc,
+)
 from gaave_fast.pipeline.criterion import select_tau, vote_candidates
 from gaave_fast.pipeline.record import pilot_rows
 
@@ -90,7 +96,7 @@ def main() -> None:
     if a.auto_run:
         auto_cfg = PipelineConfig.from_dict({**base.to_dict(), "record": "decided", "combine": "vote",
                                              "pilot_fraction": a.pilot_fraction})
-        auto_df, auto_rep, auto_s = run(auto_cfg, train, test, a.out / "auto")
+        auto_df, _, auto_s = run(auto_cfg, train, test, a.out / "auto")
 
     k = full_df[[f"k_e{j}" for j in range(a.gaave_epochs)]].to_numpy()
     tau = int(np.floor(a.tau))
@@ -112,9 +118,8 @@ def main() -> None:
         pilot = pilot_rows(int(rows.sum()), a.pilot_fraction, a.seed + SEED_OFFSET[s])
         pilot_tau[s] = int(np.floor(select_tau(k[rows, 0][pilot], "gmm").tau))
         pilot_auto[rows] = vote_candidates(k[rows].T, pilot_tau[s], "vote")
-    if a.auto_run:
-        if not np.array_equal(auto_df["candidate"].to_numpy(), pilot_auto):
-            raise SystemExit("the decided auto-tau run differs from its rule applied to the full record")
+    if a.auto_run and not np.array_equal(auto_df["candidate"].to_numpy(), pilot_auto):
+        raise SystemExit("the decided auto-tau run differs from its rule applied to the full record")
     rules = {
         "mean (auto tau)": (ranked(-mean_k, -margin), full_flag),
         "vote (auto tau on scan 0)": (ranked((k <= tau).mean(1), -margin), vote_auto),

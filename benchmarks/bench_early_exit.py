@@ -68,7 +68,7 @@ def compare(name: str, model, data, n_scan: int, tau: int, steps: int, repeats: 
         "speedup": min(full_t) / min(early_t),
         "mean_steps_run": float(early.steps_run.mean()),
         "attack_work_ratio": float((steps * 2 + 1) / (2 * (early.steps_run + 1)).mean()),
-        "k_exact_fraction": float(early.k_exact.mean()), "candidates": int(len(full.noisy(tau))),
+        "k_exact_fraction": float(early.k_exact.mean()), "candidates": len(full.noisy(tau)),
         "candidates_equal": same_candidates, "k_distribution": np.bincount(full.k, minlength=steps + 2).tolist(),
         "full_seconds": full_t, "early_seconds": early_t,
     }
