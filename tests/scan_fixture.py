@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import torch
 from torch.utils.data import Dataset
@@ -45,3 +47,27 @@ def child_env(**extra: str) -> dict[str, str]:
     root = os.path.dirname(os.path.dirname(os.path.abspath(gaave_fast.__file__)))
     path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
     return dict(os.environ, PYTHONPATH=path, **extra)
+
+
+# Every torchrun worker script ends with this. Gloo's worker threads can abort the interpreter's
+# finalisation on a loaded machine ("terminate called without an active exception", after every
+# output is written; pytorch/pytorch#179291), so a worker leaves without finalising once its
+# outputs are on disk and the ranks have met.
+WORKER_EXIT = """
+dist.barrier()
+dist.destroy_process_group()
+import os, sys
+sys.stdout.flush()
+os._exit(0)
+"""
+
+
+def torchrun(script: str, tmp_path, nproc: int = 2) -> None:
+    """Run a worker script (its text, ending with :data:`WORKER_EXIT`) on ``nproc`` gloo ranks."""
+    path = tmp_path / "worker.py"
+    path.write_text(script)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_port", "0",
+           "--rdzv_backend", "c10d", "--rdzv_endpoint", "localhost:0", str(path)]
+    proc = subprocess.run(cmd, env=child_env(OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=300,
+                          check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

@@ -10,13 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import scan_fixture
 import torch
+from test_scan import Indexed, data, small_cnn
 from torch.utils.data import DataLoader
 
 from gaave_fast import ScanResult, ops, scan
-
-import scan_fixture
-from test_scan import Indexed, data, small_cnn
 
 pytestmark = pytest.mark.skipif(ops.extension_error() is not None, reason="extension not built")
 TESTS = Path(__file__).resolve().parent
@@ -253,19 +252,12 @@ sampler = DistributedSampler(dataset, shuffle=True, seed=5)
 result = scan(scan_fixture.model(), DataLoader(dataset, batch_size=5, sampler=sampler), decide_tau=2,
               **scan_fixture.SCAN_KWARGS)
 result.save({out!r}.format(rank=dist.get_rank()))
-dist.destroy_process_group()
-"""
+""" + scan_fixture.WORKER_EXIT
 
 
 def test_two_gloo_ranks_decide_as_one_process(tmp_path):
-    script = tmp_path / "worker.py"
     out = str(tmp_path / "result.rank{rank}.npz")
-    script.write_text(textwrap.dedent(WORKER).format(tests=str(TESTS), out=out))
-    env = scan_fixture.child_env(OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "0",
-           "--rdzv_backend", "c10d", "--rdzv_endpoint", "localhost:0", str(script)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    scan_fixture.torchrun(textwrap.dedent(WORKER).format(tests=str(TESTS), out=out), tmp_path)
     loader = DataLoader(scan_fixture.IndexedImages(n=37), batch_size=5)
     single = scan(scan_fixture.model(), loader, decide_tau=2, **scan_fixture.SCAN_KWARGS)
     full = scan(scan_fixture.model(), loader, **scan_fixture.SCAN_KWARGS)

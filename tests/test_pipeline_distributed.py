@@ -3,8 +3,6 @@ checkpoint, and a distributed GAAVE scan of a subset equals a single-process sca
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -33,8 +31,7 @@ save_model(res.model, {out!r}.format(rank=rank))
 view = RemappedDataset(items, np.arange(len(items)), labels)
 snap = scan_subset(res.model, view, eps=4 / 255, alpha=None, steps=4, batch_size=8, device="cpu")
 np.savez({snap!r}.format(rank=rank), **snap)
-dist.destroy_process_group()
-"""
+""" + scan_fixture.WORKER_EXIT
 
 
 def data(n: int = 37):
@@ -51,14 +48,9 @@ def model():
 
 
 def test_two_gloo_ranks(tmp_path):
-    script = tmp_path / "worker.py"
     out, snap = str(tmp_path / "model.rank{rank}.pt"), str(tmp_path / "snap.rank{rank}.npz")
-    script.write_text(textwrap.dedent(WORKER).format(tests=str(TESTS), out=out, snap=snap, ckpt=str(tmp_path / "ckpt.pt")))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "0",
-           "--rdzv_backend", "c10d", "--rdzv_endpoint", "localhost:0", str(script)]
-    proc = subprocess.run(cmd, env=scan_fixture.child_env(OMP_NUM_THREADS="1"), capture_output=True, text=True,
-                          timeout=300, check=False)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    scan_fixture.torchrun(textwrap.dedent(WORKER).format(tests=str(TESTS), out=out, snap=snap,
+                                                         ckpt=str(tmp_path / "ckpt.pt")), tmp_path)
 
     m0, m1 = (load_model(model(), out.format(rank=r)) for r in (0, 1))
     assert all(torch.equal(a, b) for a, b in zip(m0.state_dict().values(), m1.state_dict().values()))

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
+import scan_fixture
 from torch.utils.data import DataLoader
 
 from gaave_fast import ScanResult, ops, scan
-
-import scan_fixture
 
 pytestmark = pytest.mark.skipif(ops.extension_error() is not None, reason="extension not built")
 TESTS = Path(__file__).resolve().parent
@@ -33,19 +30,13 @@ sampler = DistributedSampler(dataset, shuffle=True, seed=5)
 result = scan(scan_fixture.model(), DataLoader(dataset, batch_size=5, sampler=sampler),
               checkpoint={ckpt!r}, **scan_fixture.SCAN_KWARGS)
 result.save({out!r}.format(rank=dist.get_rank()))
-dist.destroy_process_group()
-"""
+""" + scan_fixture.WORKER_EXIT
 
 
 def test_two_gloo_ranks_equal_one_process(tmp_path):
-    script = tmp_path / "worker.py"
     out = str(tmp_path / "result.rank{rank}.npz")
-    script.write_text(textwrap.dedent(WORKER).format(tests=str(TESTS), out=out, ckpt=str(tmp_path / "ckpt.npz")))
-    env = scan_fixture.child_env(OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "0",
-           "--rdzv_backend", "c10d", "--rdzv_endpoint", "localhost:0", str(script)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    scan_fixture.torchrun(textwrap.dedent(WORKER).format(tests=str(TESTS), out=out, ckpt=str(tmp_path / "ckpt.npz")),
+                          tmp_path)
 
     single = scan(scan_fixture.model(), DataLoader(scan_fixture.IndexedImages(n=37), batch_size=5),
                   **scan_fixture.SCAN_KWARGS)
