@@ -36,6 +36,7 @@ the environment, else from ``<data>/site`` (prepare_gpu_data.sh copies it there)
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import inspect
 import json
 import os
@@ -130,13 +131,21 @@ def scan_rows(a: argparse.Namespace, work: Path) -> list[tuple[str, list[str], P
     return out
 
 
+def package_root() -> Path:
+    """The folder holding the gaave_fast this interpreter imports: site-packages after ``pip install .``,
+    the source tree for an in-place build (putting the tree first there would hide the installed
+    extension behind a tree that has none)."""
+    spec = importlib.util.find_spec("gaave_fast")
+    return Path(spec.origin).resolve().parents[1] if spec is not None and spec.origin else ROOT
+
+
 def run_stage(stage: Stage, a: argparse.Namespace, started: float, log) -> dict[str, Any]:
     """Run a stage's commands in turn within its cap and the budget; write OUT/<stage>.json."""
     t0 = time.monotonic()
     result: dict[str, Any] = {"stage": stage.name, "cap_s": stage.cap, "rows": {}}
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    if "build" in a.skip:  # the source tree's in-place build
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
+    if "build" in a.skip:  # no build: the children import the gaave_fast this process finds
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(package_root()), env.get("PYTHONPATH", "")) if p)
     if stage.name == "build":
         env.update(build_env(a.cuda_arch_list))
     for row, argv, cwd, out_json in stage.commands:
