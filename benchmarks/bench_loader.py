@@ -30,9 +30,14 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from gaave_fast.data import dali_available, make_loader, read_image_folder, read_manifest  # noqa: E402
+from common import machine_name
 
-from common import machine_name  # noqa: E402
+from gaave_fast.data import (
+    dali_available,
+    make_loader,
+    read_image_folder,
+    read_manifest,
+)
 
 
 def write_cifar(npz: Path, n: int, out: Path) -> Path:

@@ -48,8 +48,8 @@ from gaave_fast.pipeline import (
     combine_k,
     detection_metrics,
     fit,
-    predict,
     make_subsets,
+    predict,
     roc_auc,
     scan_subset,
 )

@@ -28,11 +28,10 @@ import time
 
 import torch
 import torch.nn.functional as F
+from common import emit_json, machine_name
 from torch.utils.data import DataLoader, TensorDataset
 
 from gaave_fast import ops, scan
-
-from common import emit_json, machine_name
 
 AFFECTNET_TRAIN = 287_651  # manually annotated training images of AffectNet
 
@@ -149,8 +148,8 @@ def main() -> None:
     warm = DataLoader(TensorDataset(images[: args.batch], labels[: args.batch]), batch_size=args.batch)
     scan(model, warm, eps=args.eps, steps=args.steps, amp=amp, progress=False, device=device)
 
-    kw = dict(eps=args.eps, alpha=alpha, steps=args.steps, amp=amp, progress=False, device=device,
-              channels_last=channels_last)
+    kw = {"eps": args.eps, "alpha": alpha, "steps": args.steps, "amp": amp, "progress": False, "device": device,
+              "channels_last": channels_last}
     compile_mode = True if args.compile == "default" else args.compile
     compile_s = None
     if args.compile:

@@ -19,12 +19,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from common import emit_json, machine_name
 
 from gaave_fast.amp import SCAN_AMP, scan_dtype
 from gaave_fast.data.arrays import ArrayDataset, load_cifar10_npz
-from gaave_fast.pipeline import RemappedDataset, TrainConfig, fit, model_factory, roc_auc, scan_subset
-
-from common import emit_json, machine_name
+from gaave_fast.pipeline import (
+    RemappedDataset,
+    TrainConfig,
+    fit,
+    model_factory,
+    roc_auc,
+    scan_subset,
+)
 
 
 def main() -> None:

@@ -18,10 +18,9 @@ import time
 from collections.abc import Callable
 
 import torch
+from common import emit_json, machine_name
 
 from gaave_fast import ops
-
-from common import emit_json, machine_name
 
 SHAPES = [(256, 3, 112, 112), (256, 3, 224, 224)]
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}

@@ -42,17 +42,30 @@ import os
 import platform
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from collections.abc import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from gaave_fast.data import ArrayDataset, load_cifar10_npz, long_tail_indices, symmetric_noise
-from gaave_fast.pipeline import (Pipeline, PipelineConfig, RemappedDataset, TrainConfig, accuracy, detection_metrics,
-                                 fit, predict)
+from gaave_fast.data import (
+    ArrayDataset,
+    load_cifar10_npz,
+    long_tail_indices,
+    symmetric_noise,
+)
+from gaave_fast.pipeline import (
+    Pipeline,
+    PipelineConfig,
+    RemappedDataset,
+    TrainConfig,
+    accuracy,
+    detection_metrics,
+    fit,
+    predict,
+)
 from gaave_fast.pipeline.train import augment, epoch_rows, resolve_device
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -162,7 +175,7 @@ def small_loss_detect(pipe: Pipeline, seed: int) -> tuple[np.ndarray, np.ndarray
     labels = pipe.labels
     res = fit(pipe.new_model(pipe.num_classes), RemappedDataset(pipe.train_set, np.arange(labels.size), labels),
               labels, pipe.config.base, seed=seed + 20, device=pipe.config.device, desc="small-loss")
-    idx, logits = predict(res.model, RemappedDataset(pipe.train_set, np.arange(labels.size), labels),
+    _idx, logits = predict(res.model, RemappedDataset(pipe.train_set, np.arange(labels.size), labels),
                           device=pipe.config.device)
     z = torch.from_numpy(logits).double()
     loss = (torch.logsumexp(z, 1) - z[torch.arange(labels.size), torch.from_numpy(labels)]).numpy()
@@ -174,7 +187,7 @@ def small_loss_detect(pipe: Pipeline, seed: int) -> tuple[np.ndarray, np.ndarray
 # ------------------------------------------------------------------------------ driver
 def run_dataset(name: str, d: dict[str, Any], a: argparse.Namespace, work: Path) -> dict[str, Any]:
     """Every method on one dataset; returns detection and accuracy rows."""
-    t = dict(batch_size=a.batch_size, progress=False, flip=True, crop_padding=4)
+    t = {"batch_size": a.batch_size, "progress": False, "flip": True, "crop_padding": 4}
     final = TrainConfig(epochs=a.epochs, schedule="cosine", **t)
     cfg = PipelineConfig(seed=a.seed, arch="small_cnn", width=a.width, base=TrainConfig(epochs=a.base_epochs, **t),
                          gaave_epochs=a.gaave_epochs, annotator=final, final=final, device=a.device,
@@ -190,8 +203,8 @@ def run_dataset(name: str, d: dict[str, Any], a: argparse.Namespace, work: Path)
     det["GAAVE (k <= tau)"] = dict(detection_metrics(table["candidate"].to_numpy(), noisy, table["score"].to_numpy()),
                                    seconds=t_detect)
     final_m = report["final_gaave"]["test"]
-    acc["GAAVE (final model)"] = dict(accuracy=final_m["accuracy"], mean_class_accuracy=final_m["mean_class_accuracy"],
-                                      seconds=seconds["annotate"] + seconds["final:gaave"])
+    acc["GAAVE (final model)"] = {"accuracy": final_m["accuracy"], "mean_class_accuracy": final_m["mean_class_accuracy"],
+                                      "seconds": seconds["annotate"] + seconds["final:gaave"]}
     relab = (table["status"] == "relabeled").to_numpy()
     right = table["new_label"].to_numpy()[relab] == d["true"][relab]
     det["GAAVE (k <= tau)"]["relabels_right"] = float(right.mean()) if relab.any() else float("nan")
@@ -204,8 +217,8 @@ def run_dataset(name: str, d: dict[str, Any], a: argparse.Namespace, work: Path)
     det["small-loss (GMM)"] = dict(detection_metrics(flagged, noisy, s), seconds=time.time() - t0)
 
     base_m = report["baseline"]["test"]
-    acc["CE (raw labels)"] = dict(accuracy=base_m["accuracy"], mean_class_accuracy=base_m["mean_class_accuracy"],
-                                  seconds=seconds["baseline"])
+    acc["CE (raw labels)"] = {"accuracy": base_m["accuracy"], "mean_class_accuracy": base_m["mean_class_accuracy"],
+                                  "seconds": seconds["baseline"]}
     for label, fn in (("GCE q=0.7", gce_loss()), ("SCE a=0.1 b=1", sce_loss())):
         t0 = time.time()
         model = train_with_loss(pipe, fn, final, a.seed + 30)

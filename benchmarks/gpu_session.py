@@ -267,7 +267,7 @@ def early_exit_row(argv: list[str]) -> int:
     channels = 1 if a.model == "cnn48" else 3
     data = TensorDataset(torch.rand(a.n, channels, a.size, a.size), torch.randint(0, 7, (a.n,)), torch.arange(a.n))
     amp = {"none": None, "bf16": torch.bfloat16}[a.amp]
-    kw = dict(eps=1 / 255, steps=a.steps, amp=amp, progress=False, device=device)
+    kw = {"eps": 1 / 255, "steps": a.steps, "amp": amp, "progress": False, "device": device}
     scan(model, DataLoader(torch.utils.data.Subset(data, range(a.batch)), batch_size=a.batch), **kw)  # warm-up
     times, res = {}, {}
     for name, extra in (("full", {}), ("early_exit", {"decide_tau": a.tau})):

@@ -61,7 +61,7 @@ def parse_batch(batch, number: int) -> Batch:
             + (f" of length {len(batch)}" if isinstance(batch, (tuple, list)) else "")
         )
     if not isinstance(images, torch.Tensor):
-        raise ValueError(f"batch {number}: images must be a torch.Tensor, got {type(images).__name__}")
+        raise ValueError(f"batch {number}: images must be a torch.Tensor, got {type(images).__name__}")  # noqa: TRY004 (callers turn ValueError into the one-line error)
     if images.dim() != 4:
         raise ValueError(
             f"batch {number}: images must be 4-D [N, C, H, W], got shape {tuple(images.shape)}"

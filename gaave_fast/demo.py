@@ -163,7 +163,7 @@ def demo_config(seed: int = 0) -> PipelineConfig:
     accuracy of the last epoch stable (with a constant rate it swings by 10 points between
     epochs on this data, which would decide the comparison by chance).
     """
-    train = dict(batch_size=32, progress=False)
+    train = {"batch_size": 32, "progress": False}
     return PipelineConfig(
         seed=seed, arch="small_cnn", width=16,
         base=TrainConfig(epochs=6, **train), gaave_epochs=4,

@@ -100,16 +100,16 @@ class _ActiveSet:
     def add(self, q: _Queued) -> None:
         """Append fresh samples at step 0."""
         n, dev = len(q.index), q.x0.device
-        fresh = dict(
-            k=torch.zeros(n, dtype=torch.int32, device=dev),
-            first_miss=torch.full((n,), -1, dtype=torch.int32, device=dev),
-            step=torch.zeros(n, dtype=torch.int32, device=dev),
-            decided=torch.zeros(n, dtype=torch.bool, device=dev),
-            pred=torch.zeros(n, dtype=torch.int64, device=dev),
-            margin=torch.zeros(n, dtype=torch.float32, device=dev),
-            loss=torch.zeros(n, dtype=torch.float32, device=dev),
-            finite_logits=torch.ones(n, dtype=torch.bool, device=dev),
-        )
+        fresh = {
+            "k": torch.zeros(n, dtype=torch.int32, device=dev),
+            "first_miss": torch.full((n,), -1, dtype=torch.int32, device=dev),
+            "step": torch.zeros(n, dtype=torch.int32, device=dev),
+            "decided": torch.zeros(n, dtype=torch.bool, device=dev),
+            "pred": torch.zeros(n, dtype=torch.int64, device=dev),
+            "margin": torch.zeros(n, dtype=torch.float32, device=dev),
+            "loss": torch.zeros(n, dtype=torch.float32, device=dev),
+            "finite_logits": torch.ones(n, dtype=torch.bool, device=dev),
+        }
         self.index = np.concatenate([self.index, q.index])
         self.label = np.concatenate([self.label, q.label])
         self.number = np.concatenate([self.number, np.full(n, q.number)])

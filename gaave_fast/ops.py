@@ -317,7 +317,6 @@ if _LOAD_ERROR is None:
                 t.dim() == 1 and t.shape[0] == x.shape[1],
                 lambda name=name: f"pgd_step_: {name} must have shape [C]",
             )
-        return None
 
     @torch.library.register_fake("gaave_fast::pgd_decide_step_")
     def _pgd_decide_step_fake(x, x0, grad, logits, labels, k, first_miss, step, decided, steps, tau, eps, alpha,
@@ -328,10 +327,8 @@ if _LOAD_ERROR is None:
                 t.dim() == 1 and t.shape[0] == x.shape[0],
                 lambda name=name: f"pgd_decide_step_: {name} must have shape [N]",
             )
-        return None
 
     @torch.library.register_fake("gaave_fast::count_k_")
     def _count_k_fake(logits, labels, k, first_miss, step):
         torch._check(logits.dim() == 2, lambda: "count_k_: logits must be 2-D [N, K]")
         torch._check(labels.shape[0] == logits.shape[0], lambda: "count_k_: labels must be [N]")
-        return None

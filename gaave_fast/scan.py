@@ -30,7 +30,12 @@ import torch.nn.functional as F
 from gaave_fast import ops
 from gaave_fast.attack import EPS, STEPS, default_alpha
 from gaave_fast.batches import parse_batch, refuses_positions
-from gaave_fast.checkpoint import ScanCheckpoint, data_fingerprint, image_checksums, model_fingerprint
+from gaave_fast.checkpoint import (
+    ScanCheckpoint,
+    data_fingerprint,
+    image_checksums,
+    model_fingerprint,
+)
 from gaave_fast.distributed import rank_world
 from gaave_fast.early_exit import run_decided
 from gaave_fast.result import COLUMNS, DECIDE_COLUMNS, ScanResult
@@ -144,10 +149,10 @@ def scan(
         channels_last = device.type == "cuda"
 
     rank, world = rank_world()
-    settings = dict(eps=float(eps), alpha=float(alpha), steps=steps,
-                    mean=None if mean is None else [float(v) for v in mean],
-                    std=None if std is None else [float(v) for v in std],
-                    amp=None if amp is None else str(amp), decide_tau=decide_tau)
+    settings = {"eps": float(eps), "alpha": float(alpha), "steps": steps,
+                    "mean": None if mean is None else [float(v) for v in mean],
+                    "std": None if std is None else [float(v) for v in std],
+                    "amp": None if amp is None else str(amp), "decide_tau": decide_tau}
     store = None
     if checkpoint is not None:
         path = Path(checkpoint)
@@ -271,9 +276,9 @@ class _Attack:
         self.count_fn(logits, labels, k, first_miss, self.steps)
         finite_logits &= torch.isfinite(logits).all(dim=1)
         clean = logits if clean is None else clean
-        return dict(k=k, first_miss=first_miss, pred=clean.argmax(dim=1), margin=_margin(clean, labels),
-                    loss=F.cross_entropy(clean.float(), labels, reduction="none"),
-                    finite=torch.isfinite(x0).flatten(1).all(dim=1), finite_logits=finite_logits)
+        return {"k": k, "first_miss": first_miss, "pred": clean.argmax(dim=1), "margin": _margin(clean, labels),
+                    "loss": F.cross_entropy(clean.float(), labels, reduction="none"),
+                    "finite": torch.isfinite(x0).flatten(1).all(dim=1), "finite_logits": finite_logits}
 
     def _loss(self, x: torch.Tensor, labels: torch.Tensor, n: int, label_max: int
               ) -> tuple[torch.Tensor, torch.Tensor]:

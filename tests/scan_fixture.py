@@ -37,7 +37,7 @@ def model() -> torch.nn.Module:
     )
 
 
-SCAN_KWARGS = dict(eps=6 / 255, alpha=1 / 255, steps=6, progress=False)
+SCAN_KWARGS = {"eps": 6 / 255, "alpha": 1 / 255, "steps": 6, "progress": False}
 
 
 def child_env(**extra: str) -> dict[str, str]:

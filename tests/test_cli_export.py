@@ -10,12 +10,27 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from fixtures_data import (
+    face_like,
+    make_affectnet,
+    make_ferplus,
+    make_rafdb,
+    write_image,
+)
 
-from gaave_fast.data import (AFFECTNET_CLASSES, FER2013_CLASSES, FERPLUS_CLASSES, RAFDB_CLASSES, read_affectnet,
-                             read_fer2013_csv, read_ferplus, read_image_folder, read_manifest, read_rafdb)
+from gaave_fast.data import (
+    AFFECTNET_CLASSES,
+    FER2013_CLASSES,
+    FERPLUS_CLASSES,
+    RAFDB_CLASSES,
+    read_affectnet,
+    read_fer2013_csv,
+    read_ferplus,
+    read_image_folder,
+    read_manifest,
+    read_rafdb,
+)
 from gaave_fast.export import export_cleaned
-
-from fixtures_data import face_like, make_affectnet, make_ferplus, make_rafdb, write_image
 
 
 def plan(ds, num_classes: int, relabel: int = 0, discard: int = 1) -> pd.DataFrame:

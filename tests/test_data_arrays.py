@@ -9,8 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from gaave_fast.data import (CIFAR10_CLASSES, FER2013_CLASSES, ArrayDataset, load_cifar10_npz, load_fer2013_npz,
-                             make_loader)
+from gaave_fast.data import (
+    CIFAR10_CLASSES,
+    FER2013_CLASSES,
+    ArrayDataset,
+    load_cifar10_npz,
+    load_fer2013_npz,
+    make_loader,
+)
 
 DATA = Path(os.environ.get("GAAVE_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
 FER = DATA / "fer2013" / "fer2013.npz"

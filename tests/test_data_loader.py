@@ -12,10 +12,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
-from gaave_fast.data import ArrayDataset, make_loader, read_affectnet, read_ferplus, read_rafdb
-from gaave_fast.data.dali import dali_available, resolve_device
 from fixtures_data import make_affectnet, make_ferplus, make_rafdb
+
+from gaave_fast.data import (
+    ArrayDataset,
+    make_loader,
+    read_affectnet,
+    read_ferplus,
+    read_rafdb,
+)
+from gaave_fast.data.dali import dali_available, resolve_device
 
 needs_dali = pytest.mark.skipif(not dali_available(), reason="nvidia.dali is not importable")
 BACKENDS = ["torch", pytest.param("dali", marks=needs_dali)]

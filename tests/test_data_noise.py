@@ -5,8 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gaave_fast.data import (balanced_rows, balanced_sampler, long_tail_counts, long_tail_indices, pair_noise,
-                             symmetric_noise)
+from gaave_fast.data import (
+    balanced_rows,
+    balanced_sampler,
+    long_tail_counts,
+    long_tail_indices,
+    pair_noise,
+    symmetric_noise,
+)
 
 C = 10
 

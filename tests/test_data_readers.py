@@ -5,15 +5,33 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from fixtures_data import (
+    FERPLUS_CASES,
+    coordinate_image,
+    make_affectnet,
+    make_ferplus,
+    make_rafdb,
+    write_affectnet_csv,
+    write_image,
+)
 from PIL import Image
 
-from gaave_fast.data import (AFFECTNET_CLASSES, FERPLUS_CLASSES, RAFDB_CLASSES, ArrayDataset,
-                             DatasetFormatError, DatasetNotFoundError, FaceDataset, ferplus_targets,
-                             read_affectnet, read_fer2013_csv, read_ferplus, read_image_folder, read_manifest,
-                             read_rafdb)
-from fixtures_data import (FERPLUS_CASES, coordinate_image, make_affectnet, make_ferplus, make_rafdb,
-                                 write_affectnet_csv, write_image)
-
+from gaave_fast.data import (
+    AFFECTNET_CLASSES,
+    FERPLUS_CLASSES,
+    RAFDB_CLASSES,
+    ArrayDataset,
+    DatasetFormatError,
+    DatasetNotFoundError,
+    FaceDataset,
+    ferplus_targets,
+    read_affectnet,
+    read_fer2013_csv,
+    read_ferplus,
+    read_image_folder,
+    read_manifest,
+    read_rafdb,
+)
 
 # RAF-DB -------------------------------------------------------------------------------------
 

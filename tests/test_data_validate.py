@@ -7,10 +7,10 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from fixtures_data import corrupt_scan, make_affectnet, truncate, write_affectnet_csv
 
 from gaave_fast.data import dali_available, make_loader, read_affectnet, validate
 from gaave_fast.data import validation as validate_module
-from fixtures_data import corrupt_scan, make_affectnet, truncate, write_affectnet_csv
 
 needs_dali = pytest.mark.skipif(not dali_available(), reason="nvidia.dali is not importable")
 

@@ -42,8 +42,8 @@ def decide_batch(device, seed, n=64, steps=8, tau=2, dtype=torch.float32, channe
     k = (torch.rand(n, generator=gen) * (step + 1)).floor().to(torch.int32).clamp(max=step)
     first_miss = torch.where(k < step, step - 1, -1).to(torch.int32)
     decided = torch.rand(n, generator=gen) < 0.2
-    t = dict(x=x, x0=x0, grad=grad, logits=logits, labels=labels, k=k, first_miss=first_miss, step=step,
-             decided=decided)
+    t = {"x": x, "x0": x0, "grad": grad, "logits": logits, "labels": labels, "k": k, "first_miss": first_miss, "step": step,
+             "decided": decided}
     t = {name: v.to(device) for name, v in t.items()}
     return t, (steps, tau, eps, alpha, lo, hi)
 
@@ -130,7 +130,7 @@ def test_closed_form_exit_step(tau):
     x0 = torch.tensor(0.5 + (j + 0.5) * alpha, dtype=torch.float32).view(-1, 1, 1, 1)
     labels = torch.zeros(len(j), dtype=torch.int64)
     loader = DataLoader(Indexed(x0, labels), batch_size=4)
-    kwargs = dict(eps=steps * alpha, alpha=alpha, steps=steps, progress=False)
+    kwargs = {"eps": steps * alpha, "alpha": alpha, "steps": steps, "progress": False}
     full = scan(OnePixel(), loader, **kwargs)
     np.testing.assert_array_equal(full.k, j + 1)
     early = scan(OnePixel(), loader, decide_tau=tau, **kwargs)
@@ -162,7 +162,7 @@ def test_random_models_decide_as_the_full_scan(eps, batch_size, backend):
     model, images, labels = partly_learned(seed)
     loader = DataLoader(Indexed(images, labels), batch_size=batch_size, shuffle=True,
                         generator=torch.Generator().manual_seed(eps))
-    kwargs = dict(eps=eps / 255, alpha=eps / 4 / 255, steps=6, progress=False, backend=backend)
+    kwargs = {"eps": eps / 255, "alpha": eps / 4 / 255, "steps": 6, "progress": False, "backend": backend}
     full = scan(model, loader, **kwargs)
     assert len(np.unique(full.k)) >= 4, "the test needs a spread of k"
     for tau in (0, 2, 5):
@@ -219,7 +219,7 @@ def run_child(checkpoint: Path, crash_at: int) -> int:
              **scan_fixture.SCAN_KWARGS)
     """)
     return subprocess.run([sys.executable, "-c", code], env=scan_fixture.child_env(), cwd=checkpoint.parent,
-                          timeout=300).returncode
+                          timeout=300, check=False).returncode
 
 
 def test_resume_after_hard_kill_is_identical(tmp_path):

@@ -46,10 +46,10 @@ def make_batch(shape, dtype, device, seed, num_classes=7, channels_last=False, n
     if channels_last:
         tensors = [t.contiguous(memory_format=torch.channels_last) for t in tensors]
     x, x0, grad = (t.to(device) for t in tensors)
-    state = dict(
-        k=torch.randint(0, 3, (n,), generator=gen, dtype=torch.int32).to(device),
-        first_miss=torch.where(torch.rand(n, generator=gen) < 0.5, -1, 1).to(torch.int32).to(device),
-    )
+    state = {
+        "k": torch.randint(0, 3, (n,), generator=gen, dtype=torch.int32).to(device),
+        "first_miss": torch.where(torch.rand(n, generator=gen) < 0.5, -1, 1).to(torch.int32).to(device),
+    }
     return dict(x=x, x0=x0, grad=grad, logits=logits.to(device), labels=labels.to(device),
                 eps=eps, alpha=alpha, lo=lo, hi=hi, **state)
 
@@ -191,7 +191,7 @@ def test_many_steps_equal_reference(device):
 def test_empty_batch_is_noop(device):
     b = make_batch((1, 3, 4, 4), torch.float32, device, 0)
     empty = {k: (v[:0] if k not in ("eps", "alpha", "lo", "hi") else v) for k, v in b.items()}
-    out, ref = run_both(empty)
+    out, _ref = run_both(empty)
     assert out["x"].shape == (0, 3, 4, 4) and out["k"].shape == (0,)
     ops.count_k_(empty["logits"], empty["labels"], empty["k"], empty["first_miss"], 0)
 
@@ -220,27 +220,27 @@ def _bad(**changes):
 @pytest.mark.parametrize(
     "changes, message",
     [
-        (dict(x0=torch.zeros(2, 3, 4, 5)), "x0 must have x's shape [2, 3, 4, 4], got [2, 3, 4, 5]"),
-        (dict(grad=torch.zeros(2, 3, 4)), "grad must have x's shape [2, 3, 4, 4], got [2, 3, 4]"),
-        (dict(x0=torch.zeros(2, 3, 4, 4, dtype=torch.float64)), "x0 must have x's dtype"),
-        (dict(grad=torch.zeros(2, 3, 4, 4, dtype=torch.float16)), "grad must have x's dtype"),
-        (dict(x=torch.zeros(2, 3, 4, 4, dtype=torch.float64)), "x must be float32, bfloat16 or float16"),
-        (dict(x=torch.zeros(2)), "at least 2-D), got shape [2]"),
-        (dict(x=torch.zeros(2, 3, 4, 8)[..., ::2]), "x must be contiguous or channels_last"),
-        (dict(logits=torch.zeros(2)), "logits must"),
-        (dict(logits=torch.zeros(3, 7)), "logits must have shape [N, K] with N = 2"),
-        (dict(logits=torch.zeros(2, 1)), "at least 2 classes (K >= 2), got K = 1"),
-        (dict(logits=torch.zeros(2, 7, dtype=torch.float64)), "logits must be float32"),
-        (dict(labels=torch.zeros(2, dtype=torch.int32)), "labels must be int64"),
-        (dict(labels=torch.zeros(3, dtype=torch.long)), "labels must have shape [2] to match logits, got [3]"),
-        (dict(k=torch.zeros(2, dtype=torch.int64)), "k must be int32"),
-        (dict(k=torch.zeros(4, dtype=torch.int32)[::2]), "k must be contiguous"),
-        (dict(first_miss=torch.zeros(3, dtype=torch.int32)), "first_miss must have shape [2] to match logits, got [3]"),
-        (dict(first_miss=torch.zeros(2, dtype=torch.float32)), "first_miss must be int32"),
-        (dict(eps=torch.zeros(2)), "eps must be a per-channel tensor of shape [3], got [2]"),
-        (dict(alpha=torch.zeros(3, dtype=torch.float64)), "alpha must be float32"),
-        (dict(lo=torch.zeros(1, 3)), "lo must be a per-channel tensor"),
-        (dict(hi=torch.zeros(4)), "hi must be a per-channel tensor of shape [3], got [4]"),
+        ({"x0": torch.zeros(2, 3, 4, 5)}, "x0 must have x's shape [2, 3, 4, 4], got [2, 3, 4, 5]"),
+        ({"grad": torch.zeros(2, 3, 4)}, "grad must have x's shape [2, 3, 4, 4], got [2, 3, 4]"),
+        ({"x0": torch.zeros(2, 3, 4, 4, dtype=torch.float64)}, "x0 must have x's dtype"),
+        ({"grad": torch.zeros(2, 3, 4, 4, dtype=torch.float16)}, "grad must have x's dtype"),
+        ({"x": torch.zeros(2, 3, 4, 4, dtype=torch.float64)}, "x must be float32, bfloat16 or float16"),
+        ({"x": torch.zeros(2)}, "at least 2-D), got shape [2]"),
+        ({"x": torch.zeros(2, 3, 4, 8)[..., ::2]}, "x must be contiguous or channels_last"),
+        ({"logits": torch.zeros(2)}, "logits must"),
+        ({"logits": torch.zeros(3, 7)}, "logits must have shape [N, K] with N = 2"),
+        ({"logits": torch.zeros(2, 1)}, "at least 2 classes (K >= 2), got K = 1"),
+        ({"logits": torch.zeros(2, 7, dtype=torch.float64)}, "logits must be float32"),
+        ({"labels": torch.zeros(2, dtype=torch.int32)}, "labels must be int64"),
+        ({"labels": torch.zeros(3, dtype=torch.long)}, "labels must have shape [2] to match logits, got [3]"),
+        ({"k": torch.zeros(2, dtype=torch.int64)}, "k must be int32"),
+        ({"k": torch.zeros(4, dtype=torch.int32)[::2]}, "k must be contiguous"),
+        ({"first_miss": torch.zeros(3, dtype=torch.int32)}, "first_miss must have shape [2] to match logits, got [3]"),
+        ({"first_miss": torch.zeros(2, dtype=torch.float32)}, "first_miss must be int32"),
+        ({"eps": torch.zeros(2)}, "eps must be a per-channel tensor of shape [3], got [2]"),
+        ({"alpha": torch.zeros(3, dtype=torch.float64)}, "alpha must be float32"),
+        ({"lo": torch.zeros(1, 3)}, "lo must be a per-channel tensor"),
+        ({"hi": torch.zeros(4)}, "hi must be a per-channel tensor of shape [3], got [4]"),
     ],
 )
 def test_bad_arguments(changes, message):
@@ -288,7 +288,7 @@ def test_cuda_equals_cpu_kernel(dtype):
 
 
 def test_channel_bounds():
-    eps, alpha, lo, hi = ops.channel_bounds(1 / 255, 1 / 2040, 3, [0.5, 0.4, 0.3], [0.2, 0.25, 0.5])
+    eps, _alpha, lo, hi = ops.channel_bounds(1 / 255, 1 / 2040, 3, [0.5, 0.4, 0.3], [0.2, 0.25, 0.5])
     assert torch.allclose(eps, torch.tensor([1 / 255 / 0.2, 1 / 255 / 0.25, 1 / 255 / 0.5]))
     assert torch.allclose(lo, torch.tensor([-2.5, -1.6, -0.6]))
     assert torch.allclose(hi, torch.tensor([2.5, 2.4, 1.4]))

@@ -7,7 +7,12 @@ import pytest
 from scipy.stats import binom
 from sklearn.metrics import roc_auc_score
 
-from gaave_fast.pipeline.criterion import combine_k, fit_gmm, select_candidates, select_tau
+from gaave_fast.pipeline.criterion import (
+    combine_k,
+    fit_gmm,
+    select_candidates,
+    select_tau,
+)
 from gaave_fast.pipeline.metrics import detection_metrics, roc_auc
 
 

@@ -10,7 +10,6 @@ version and machine type) and is skipped elsewhere. Regenerate it with
 import json
 
 import pytest
-
 from run_digest import DIGEST, digest_run, environment, reference_runs
 
 

@@ -23,7 +23,13 @@ from PIL import Image
 
 from gaave_fast.pipeline import PipelineConfig, TrainConfig
 from gaave_fast.report import write_report
-from gaave_fast.report.data import class_summary, load_run, read_truth, stage_timings, transitions
+from gaave_fast.report.data import (
+    class_summary,
+    load_run,
+    read_truth,
+    stage_timings,
+    transitions,
+)
 
 CLASSES = ["calm", 'a&b"<i>x', "$cost$"]
 EVIL = "<script>alert(1)<!--.jpg"
@@ -177,14 +183,14 @@ def test_renders_in_headless_chromium(run_dir, tmp_path):
              "--disable-background-networking", "--disable-component-update", "--disable-sync",
              f"--user-data-dir={tmp_path / 'profile'}"]
     dom = subprocess.run(["chromium", *flags, "--dump-dom", html.as_uri()], capture_output=True, text=True,
-                         timeout=120).stdout
+                         timeout=120, check=False).stdout
     page = parse(dom)
     assert [t for t, _ in page.tags].count("img") == 6 + 4
     assert [t for t, _ in page.tags].count("table") >= 5 and "script" not in [t for t, _ in page.tags]
     assert any("<script>alert(1)" in s for s in page.text)  # shown as text, not run
     shot = tmp_path / "shot.png"
     subprocess.run(["chromium", *flags, "--window-size=1200,2600", f"--screenshot={shot}", html.as_uri()],
-                   capture_output=True, timeout=120)
+                   capture_output=True, timeout=120, check=False)
     px = np.asarray(Image.open(shot).convert("RGB")).reshape(-1, 3).astype(int)
     # The k histograms' orange candidate bars (#dd8452) are only there if the embedded PNGs were drawn.
     orange = (np.abs(px - [0xDD, 0x84, 0x52]).sum(1) < 30).sum()

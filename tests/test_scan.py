@@ -56,7 +56,7 @@ def test_fused_equals_torch_backend(seed, batch_size):
     images, labels = data(seed)
     loader = DataLoader(Indexed(images, labels), batch_size=batch_size, shuffle=True,
                         generator=torch.Generator().manual_seed(seed))
-    kwargs = dict(eps=4 / 255, steps=6, progress=False)
+    kwargs = {"eps": 4 / 255, "steps": 6, "progress": False}
     fused = scan(model, loader, backend="fused", **kwargs)
     ref = scan(model, loader, backend="torch", **kwargs)
     columns_equal(fused, ref)

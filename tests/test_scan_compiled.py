@@ -43,7 +43,7 @@ def data():
 def test_compiled_k_equals_eager(data, backend):
     torch.set_num_threads(1)
     model = small_model()
-    kw = dict(eps=8 / 255, steps=6, progress=False, device="cpu", backend=backend)
+    kw = {"eps": 8 / 255, "steps": 6, "progress": False, "device": "cpu", "backend": backend}
     eager = scan(model, DataLoader(data, batch_size=32), **kw)
     fast = scan(model, DataLoader(data, batch_size=32), compile=True, **kw)
     assert 0 < (eager.k < kw["steps"] + 1).sum() < len(data)  # the attack flips some, not all
@@ -58,7 +58,7 @@ def test_compiled_k_equals_eager(data, backend):
 
 def test_compiled_function_is_made_once_per_model(data):
     model = small_model()
-    kw = dict(eps=4 / 255, steps=2, progress=False, device="cpu", backend="torch", compile=True)
+    kw = {"eps": 4 / 255, "steps": 2, "progress": False, "device": "cpu", "backend": "torch", "compile": True}
     scan(model, DataLoader(data, batch_size=32), **kw)
     made = compiled.compiled_loss(model)
     scan(model, DataLoader(data, batch_size=32), **kw)
@@ -74,7 +74,7 @@ def test_compile_refuses_cuda_graph():
 def test_compiled_early_exit_equals_eager_early_exit(data):
     # The early-exit scan (decide_tau) runs its forward + gradient through the same compiled function.
     model = small_model()
-    kw = dict(eps=8 / 255, steps=6, progress=False, device="cpu", backend="torch", decide_tau=3)
+    kw = {"eps": 8 / 255, "steps": 6, "progress": False, "device": "cpu", "backend": "torch", "decide_tau": 3}
     eager = scan(model, DataLoader(data, batch_size=32), **kw)
     fast = scan(model, DataLoader(data, batch_size=32), compile=True, **kw)
     np.testing.assert_array_equal(fast.k, eager.k)

@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import scan_fixture
 import torch
 from torch.utils.data import DataLoader
 
 from gaave_fast import ops, scan
-
-import scan_fixture
 
 pytestmark = pytest.mark.skipif(
     not (torch.cuda.is_available() and ops.extension_error() is None and ops.cuda_available()),

@@ -5,11 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from fixtures_data import face_like, write_image
 
 from gaave_fast import ops, scan
 from gaave_fast.data import dali_available, make_loader, read_image_folder
-
-from fixtures_data import face_like, write_image
 
 pytestmark = pytest.mark.skipif(ops.extension_error() is not None, reason="extension not built")
 

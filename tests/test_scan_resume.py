@@ -9,11 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import scan_fixture
 from torch.utils.data import DataLoader
 
 from gaave_fast import ops, scan
-
-import scan_fixture
 
 pytestmark = pytest.mark.skipif(ops.extension_error() is not None, reason="extension not built")
 TESTS = Path(__file__).resolve().parent
@@ -36,7 +35,7 @@ def run_child(checkpoint: Path, crash_at: int) -> int:
              **scan_fixture.SCAN_KWARGS)
     """)
     return subprocess.run([sys.executable, "-c", code], env=scan_fixture.child_env(), cwd=checkpoint.parent,
-                          timeout=300).returncode
+                          timeout=300, check=False).returncode
 
 
 def test_resume_after_hard_kill_is_identical(tmp_path):

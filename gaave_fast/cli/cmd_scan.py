@@ -139,7 +139,7 @@ def _check_model(loaded: LoadedModel, image: torch.Tensor, args: argparse.Namesp
         return num_outputs(loaded.model, image)
     except CliError:
         raise
-    except Exception as err:  # the model's own error: shapes, channels, batch size, dtypes
+    except Exception as err:  # the model's own error: shapes, channels, batch size, dtypes  # noqa: BLE001
         hint = (" (an exported model needs a dynamic batch dimension: torch.export.Dim)"
                 if loaded.source == "export" else "")
         raise CliError(f"the model fails on one image of the data, shape {shape}{hint}: {type(err).__name__}: "

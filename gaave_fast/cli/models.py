@@ -68,11 +68,11 @@ def load_checkpoint(path: Path, trust: bool = False) -> LoadedModel:
             raise CliError(f"{path} is a TorchScript archive, whose loading runs code from the file; {TRUST_HINT}")
         try:
             return LoadedModel(torch.jit.load(str(path), map_location="cpu").eval(), "torchscript")
-        except Exception as err:  # corrupt archives raise RuntimeError, ValueError, ...
+        except Exception as err:  # corrupt archives raise RuntimeError, ValueError, ...  # noqa: BLE001
             raise CliError(f"{path}: TorchScript archive does not load ({type(err).__name__}: {one_line(err)})") from None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # pickles with code, foreign formats: tell the user what works
+    except Exception as err:  # pickles with code, foreign formats: tell the user what works  # noqa: BLE001
         if not trust:
             raise CliError(f"{path} is no exported program or state dict of tensors ({type(err).__name__}); "
                            f"if it is a pickled model, {TRUST_HINT}") from None
@@ -89,7 +89,7 @@ def load_checkpoint(path: Path, trust: bool = False) -> LoadedModel:
     try:
         cfg = PipelineConfig.load(store.file("config"))
         norm = store.load_split().info.get("normalization")
-    except Exception as err:  # YAML/JSON errors, unknown keys, a missing split: the run folder is damaged
+    except Exception as err:  # YAML/JSON errors, unknown keys, a missing split: the run folder is damaged  # noqa: BLE001
         raise CliError(f"run folder {run_dir} of {path} is damaged ({type(err).__name__}: {one_line(err)}); "
                        "re-run 'gaave run' there to repair it") from None
     if norm is None:
@@ -109,18 +109,18 @@ def _load_export(path: Path, trust: bool) -> nn.Module:
     except UnsafeArchiveError as err:
         if not trust:
             raise CliError(f"{one_line(err)}; {TRUST_HINT}") from None
-    except Exception as err:  # a graph torch cannot rebuild: the trusted loader would fail alike
+    except Exception as err:  # a graph torch cannot rebuild: the trusted loader would fail alike  # noqa: BLE001
         raise CliError(f"{path}: exported program does not load ({type(err).__name__}: {one_line(err)})") from None
     try:
         return torch.export.load(path).module()
-    except Exception as err:  # corrupt or incompatible archives raise many types
+    except Exception as err:  # corrupt or incompatible archives raise many types  # noqa: BLE001
         raise CliError(f"{path}: exported program does not load ({type(err).__name__}: {one_line(err)})") from None
 
 
 def _load_pickle(path: Path) -> object:
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # whatever the pickle raises
+    except Exception as err:  # whatever the pickle raises  # noqa: BLE001
         raise CliError(f"{path} does not load as a pickle ({type(err).__name__}: {one_line(err)})") from None
 
 

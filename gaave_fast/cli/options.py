@@ -188,6 +188,6 @@ def _load(path: Path) -> PipelineConfig:
         raise CliError(f"config file not found: {path}")
     try:
         return PipelineConfig.load(path)
-    except Exception as err:  # YAML/JSON syntax errors and unknown keys alike: the file needs fixing
+    except Exception as err:  # YAML/JSON syntax errors and unknown keys alike: the file needs fixing  # noqa: BLE001
         raise CliError(f"config file {path}: {type(err).__name__}: {err}") from None
 

@@ -134,7 +134,7 @@ class ReadGuard(Dataset):
     def __getitem__(self, index: int):
         try:
             return self.dataset[index]
-        except Exception as err:  # PIL and the readers raise OSError, ValueError, SyntaxError...
+        except Exception as err:  # PIL and the readers raise OSError, ValueError, SyntaxError...  # noqa: BLE001
             raise UnreadableSampleError(f"{_UNREADABLE}: {self.what} at position {int(index)} ({type(err).__name__}: "
                                         f"{one_line(err)})") from None
 

@@ -126,10 +126,10 @@ def build_dali_pipeline(
     mean = [255.0 * v for v in (dataset.mean or (0.0, 0.0, 0.0))]
     std = [255.0 * v for v in (dataset.std or (1.0, 1.0, 1.0))]
     decoder_device = "mixed" if device == "gpu" else "cpu"
-    decoder_args = dict(device=decoder_device, output_type=types.RGB, adjust_orientation=False)
+    decoder_args = {"device": decoder_device, "output_type": types.RGB, "adjust_orientation": False}
     if device == "gpu":  # nvJPEG's default chroma upsampling differs from libjpeg-turbo's (and PIL's)
         decoder_args["jpeg_fancy_upsampling"] = True
-    reader_args = dict(shard_id=shard_id, num_shards=num_shards, pad_last_batch=True, name=READER_NAME)
+    reader_args = {"shard_id": shard_id, "num_shards": num_shards, "pad_last_batch": True, "name": READER_NAME}
     if shuffle:
         reader_args.update(shuffle_after_epoch=True, shuffle_after_epoch_seed=seed)
 

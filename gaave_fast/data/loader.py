@@ -70,7 +70,7 @@ class _SafeItems(torch.utils.data.Dataset):
     def __getitem__(self, row: int):
         try:
             image, label, index = self.dataset[row]
-        except Exception as err:  # one bad file must not end the epoch: report it instead
+        except Exception as err:  # one bad file must not end the epoch: report it instead  # noqa: BLE001
             return None, int(row), f"{type(err).__name__}: {err}"
         if self.flip and torch.rand(()) < 0.5:
             image = image.flip(-1)

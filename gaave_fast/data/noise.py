@@ -34,7 +34,7 @@ def _flip_rows(labels: np.ndarray, rate: float, num_classes: int, rng: np.random
     mask = np.zeros(len(labels), dtype=bool)
     for c in range(num_classes):
         members = np.flatnonzero(labels == c)
-        mask[rng.choice(members, size=int(round(rate * len(members))), replace=False)] = True
+        mask[rng.choice(members, size=round(rate * len(members)), replace=False)] = True
     return mask
 
 

@@ -48,7 +48,7 @@ def inspect_image(path: str, box: Sequence[float] | None, decode: bool) -> tuple
                 im.load()
     except FileNotFoundError:
         return "missing file", 0, 0
-    except Exception as err:  # PIL raises OSError, SyntaxError, ValueError... for bad data
+    except Exception as err:  # PIL raises OSError, SyntaxError, ValueError... for bad data  # noqa: BLE001
         text = str(err)
         if "truncated" in text.lower():
             return "truncated file", 0, 0

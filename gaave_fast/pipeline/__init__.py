@@ -3,7 +3,14 @@ models, GAAVE scans, criterion, self-annotators and retraining. See docs/pipelin
 
 from .annotate import DISCARDED, relabel
 from .config import ABLATIONS, PipelineConfig
-from .criterion import Criterion, TauChoice, combine_k, fit_gmm, select_candidates, select_tau
+from .criterion import (
+    Criterion,
+    TauChoice,
+    combine_k,
+    fit_gmm,
+    select_candidates,
+    select_tau,
+)
 from .metrics import detection_metrics, roc_auc
 from .models import model_factory, resnet18, small_cnn
 from .record import record_k, scan_subset

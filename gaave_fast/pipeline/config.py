@@ -235,8 +235,8 @@ class PipelineConfig:
                 data = yaml.safe_load(text)
             else:
                 data = json.loads(text)
-        except Exception as err:  # YAML/JSON syntax or encoding errors: name the file
+        except Exception as err:  # YAML/JSON syntax or encoding errors: name the file  # noqa: BLE001
             raise ValueError(f"{path} is damaged ({type(err).__name__}: {err})") from None
         if not isinstance(data, dict):
-            raise ValueError(f"{path} is damaged: it holds no settings (a {type(data).__name__})")
+            raise ValueError(f"{path} is damaged: it holds no settings (a {type(data).__name__})")  # noqa: TRY004 (callers turn ValueError into the one-line error)
         return cls.from_dict(data)

@@ -54,7 +54,7 @@ class Backbone:
             raise PretrainedError(f"pretrained file not found: {path}")
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # pickles with code, foreign formats: one line says which
+        except Exception as err:  # pickles with code, foreign formats: one line says which  # noqa: BLE001
             first = str(err).strip().splitlines()[0] if str(err).strip() else ""
             raise PretrainedError(f"pretrained file {path} cannot be read as a state dict with weights_only=True "
                                   f"({type(err).__name__}: {first[:200]})") from None

@@ -33,7 +33,14 @@ from .criterion import Criterion, select_candidates, select_tau
 from .guard import cap_class_shift, shift_report
 from .models import ModelFactory, model_factory
 from .pretrained import Backbone
-from .record import DECIDED_FIELDS, SCAN_FIELDS, pilot_rows, record_k, scan_decided, scan_subset
+from .record import (
+    DECIDED_FIELDS,
+    SCAN_FIELDS,
+    pilot_rows,
+    record_k,
+    scan_decided,
+    scan_subset,
+)
 from .refactor import RefactoredSubset, RemappedDataset, Subsets, make_subsets
 from .retrain import final_training_set
 from .store import STAGES, RunStore
@@ -120,11 +127,11 @@ class Pipeline:
             self.store.save_pretrained(self._model_factory().pretrained_summary())
         # Step 3. Base models θh and θt, trained on D'h and D't.
         for name, sub in subsets.items():
-            self._trained(f"base:{name}", lambda: self._train_base(name, sub))
+            self._trained(f"base:{name}", lambda name=name, sub=sub: self._train_base(name, sub))
         # Step 4. GAAVE: k of every sample of a subset's own classes, recorded over T' epochs.
-        scans = {name: self._stage(f"record:{name}", lambda: self._record(name, sub),
-                                   lambda arrays: self.store.save_record(name, cfg.gaave_epochs),
-                                   lambda: self.store.load_record(name, self._record_fields()))
+        scans = {name: self._stage(f"record:{name}", lambda name=name, sub=sub: self._record(name, sub),
+                                   lambda arrays, name=name: self.store.save_record(name, cfg.gaave_epochs),
+                                   lambda name=name: self.store.load_record(name, self._record_fields()))
                  for name, sub in subsets.items()}
         # Step 5. Criterion: k <= τ marks the noise candidates.
         criterion = self._stage("criterion", lambda: self._criterion(scans), self.store.save_criterion,

@@ -20,7 +20,15 @@ from gaave_fast.pipeline import PipelineConfig, detection_metrics
 
 from . import html as H
 from . import plots
-from .data import RunOutputs, class_summary, load_run, read_truth, session_seconds, stage_timings, transitions
+from .data import (
+    RunOutputs,
+    class_summary,
+    load_run,
+    read_truth,
+    session_seconds,
+    stage_timings,
+    transitions,
+)
 
 ImageSource = Callable[[int], np.ndarray]
 _THUMB = 96
@@ -229,7 +237,7 @@ def _image_source(images: Any, table: pd.DataFrame) -> ImageSource:
             if paths is not None:
                 with Image.open(paths[index_to_row[index]]) as im:
                     return to_rgb(im)
-        except Exception:  # a thumbnail that cannot be read must not stop the report
+        except Exception:  # a thumbnail that cannot be read must not stop the report  # noqa: BLE001, S110
             pass
         return np.full((32, 32, 3), 200, np.uint8)
 
