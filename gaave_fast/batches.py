@@ -11,9 +11,10 @@ dataset rows (unique per epoch).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 _IMAGE_KEYS = ("image", "images", "data", "x")
@@ -96,3 +97,65 @@ def refuses_positions(loader: Iterable) -> bool:
             # its positions are not dataset indices either.
             return True
     return False
+
+
+def samples_to_scan(
+    batch: Batch,
+    number: int,
+    position: int,
+    *,
+    finished: set[int],
+    seen: set[int],
+    positions_refused: bool,
+    verify_finished: Callable[[int, np.ndarray, np.ndarray, torch.Tensor], None] | None = None,
+) -> tuple[np.ndarray, torch.Tensor, torch.Tensor] | None:
+    """The samples of one parsed batch that a scan still has to attack (the full and early-exit scans).
+
+    Args:
+        batch: the parsed batch of ``n`` samples.
+        number: the batch's number in the loader (for messages).
+        position: how many samples the loader yielded before this batch; positions stand in for
+            dataset indices when the batch carries none.
+        finished: dataset indices scanned before a resume (skipped).
+        seen: dataset indices taken so far by this scan; updated with the returned ones.
+        positions_refused: the loader shuffles or shards, so positions cannot stand in for indices.
+        verify_finished: called as ``(number, indices, labels, images)`` with the batch's finished
+            samples, to check them against the checkpoint they were restored from.
+
+    Returns:
+        ``(indices [m] int64, images [m, C, H, W], labels [m] int64 on the CPU)`` of the ``m``
+        samples left to scan, or None when the whole batch was finished before a resume.
+
+    Raises:
+        ValueError: a batch without indices where positions are refused, a dataset index that
+            appears twice, or a negative label.
+    """
+    n = batch.images.shape[0]
+    if batch.indices is None:
+        if positions_refused:
+            raise ValueError(
+                "the loader shuffles (or shards) but yields no dataset indices, so results could not be "
+                "mapped back to samples: yield (images, labels, indices), or scan an unshuffled loader"
+            )
+        indices = torch.arange(position, position + n)
+    else:
+        indices = batch.indices.cpu()
+    idx = indices.numpy()
+    todo = np.array([i not in finished for i in idx.tolist()], dtype=bool)
+    if verify_finished is not None and not todo.all():
+        done = torch.from_numpy(~todo)
+        verify_finished(number, idx[~todo], batch.labels.cpu().numpy()[~todo],
+                        batch.images[done.to(batch.images.device)])
+    if not todo.any():
+        return None
+    repeated = [i for i in idx[todo].tolist() if i in seen]
+    if repeated or len(set(idx.tolist())) != n:
+        dup = repeated[0] if repeated else next(i for i in idx.tolist() if (idx == i).sum() > 1)
+        raise ValueError(f"batch {number}: dataset index {dup} appears more than once in the loader")
+    seen.update(idx[todo].tolist())
+    keep = torch.from_numpy(todo)
+    images = batch.images if bool(todo.all()) else batch.images[keep.to(batch.images.device)]
+    labels = batch.labels.cpu()[keep]
+    if len(labels) and int(labels.min()) < 0:
+        raise ValueError(f"batch {number}: negative label {int(labels.min())}")
+    return idx[todo], images, labels

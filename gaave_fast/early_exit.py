@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from gaave_fast import ops
-from gaave_fast.batches import parse_batch, refuses_positions
+from gaave_fast.batches import parse_batch, refuses_positions, samples_to_scan
 from gaave_fast.checkpoint import ScanCheckpoint, image_checksums
 from gaave_fast.result import COLUMNS, DECIDE_COLUMNS
 
@@ -146,10 +146,14 @@ def run_decided(loader, attack, tau: int, backend: str, store: ScanCheckpoint | 
     done: dict[str, list[np.ndarray]] = {name: [] for name in (*names, "checksum")}
     finished: set[int] = set()
     saved = store.load() if store is not None else None
+    verify_finished = None
     if saved is not None:
         for name, parts in done.items():
             parts.append(saved[name])
         finished.update(saved["index"].tolist())
+
+        def verify_finished(number: int, indices: np.ndarray, labels: np.ndarray, images: torch.Tensor) -> None:
+            store.check_samples(saved, number, indices, labels, image_checksums(images))
 
     step_fn = _DECIDE_BACKENDS[backend]
     steps = attack.steps
@@ -177,40 +181,19 @@ def run_decided(loader, attack, tau: int, backend: str, store: ScanCheckpoint | 
         batch = parse_batch(raw, number)
         n = batch.images.shape[0]
         capacity = max(capacity, n)
-        if batch.indices is None:
-            if positions_refused:
-                raise ValueError(
-                    "the loader shuffles (or shards) but yields no dataset indices, so results could not be "
-                    "mapped back to samples: yield (images, labels, indices), or scan an unshuffled loader"
-                )
-            indices = torch.arange(position, position + n)
-        else:
-            indices = batch.indices.cpu()
+        taken = samples_to_scan(batch, number, position, finished=finished, seen=seen,
+                                positions_refused=positions_refused, verify_finished=verify_finished)
         position += n
-        idx = indices.numpy()
-        todo = np.array([i not in finished for i in idx.tolist()], dtype=bool)
-        if saved is not None and not todo.all():
-            store.check_samples(saved, number, idx[~todo], batch.labels.cpu().numpy()[~todo],
-                                image_checksums(batch.images[torch.from_numpy(~todo).to(batch.images.device)]))
-        if not todo.any():  # finished before a resume
+        if taken is None:  # finished before a resume
             return True
-        repeated = [i for i in idx[todo].tolist() if i in seen]
-        if repeated or len(set(idx.tolist())) != n:
-            dup = repeated[0] if repeated else next(i for i in idx.tolist() if (idx == i).sum() > 1)
-            raise ValueError(f"batch {number}: dataset index {dup} appears more than once in the loader")
-        seen.update(idx[todo].tolist())
-        keep = torch.from_numpy(todo)
-        images = batch.images if bool(todo.all()) else batch.images[keep.to(batch.images.device)]
-        labels = batch.labels.cpu()[keep]
-        if len(labels) and int(labels.min()) < 0:
-            raise ValueError(f"batch {number}: negative label {int(labels.min())}")
+        indices, images, labels = taken
         x0 = attack.prepare(images)
         finite = torch.isfinite(x0).flatten(1).all(dim=1).cpu()
         if not bool(finite.all()):
-            bad = idx[todo][int((~finite).nonzero()[0, 0])]
+            bad = indices[int((~finite).nonzero()[0, 0])]
             raise ValueError(f"batch {number}: the image at dataset index {bad} holds NaN or Inf values")
         checksum = image_checksums(images).cpu().numpy().astype(np.float32)
-        queue.append(_Queued(number, x0, labels.to(device, non_blocking=True), idx[todo], labels.numpy(), checksum))
+        queue.append(_Queued(number, x0, labels.to(device, non_blocking=True), indices, labels.numpy(), checksum))
         queued += len(labels)
         return True
 

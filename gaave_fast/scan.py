@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from gaave_fast import ops
 from gaave_fast.attack import EPS, STEPS, default_alpha
-from gaave_fast.batches import parse_batch, refuses_positions
+from gaave_fast.batches import parse_batch, refuses_positions, samples_to_scan
 from gaave_fast.checkpoint import (
     ScanCheckpoint,
     data_fingerprint,
@@ -372,10 +372,14 @@ def _run(loader, attack: _Attack, store: ScanCheckpoint | None, checkpoint_every
     done: dict[str, list[np.ndarray]] = {name: [] for name in (*COLUMNS, "checksum")}
     finished: set[int] = set()
     saved = store.load() if store is not None else None
+    verify_finished = None
     if saved is not None:
         for name, parts in done.items():
             parts.append(saved[name])
         finished.update(saved["index"].tolist())
+
+        def verify_finished(number: int, indices: np.ndarray, labels: np.ndarray, images: torch.Tensor) -> None:
+            store.check_samples(saved, number, indices, labels, image_checksums(images))
 
     total = num_samples if num_samples is not None else _loader_size(loader)
     bar = _progress(total, progress, initial=len(finished))
@@ -410,39 +414,17 @@ def _run(loader, attack: _Attack, store: ScanCheckpoint | None, checkpoint_every
     try:
         for number, raw in enumerate(loader):
             batch = parse_batch(raw, number)
-            n = batch.images.shape[0]
-            if batch.indices is None:
-                if positions_refused:
-                    raise ValueError(
-                        "the loader shuffles (or shards) but yields no dataset indices, so results could not be "
-                        "mapped back to samples: yield (images, labels, indices), or scan an unshuffled loader"
-                    )
-                indices = torch.arange(position, position + n)
-            else:
-                indices = batch.indices.cpu()
-            position += n
-            idx = indices.numpy()
-            todo = np.array([i not in finished for i in idx.tolist()], dtype=bool)
-            if saved is not None and not todo.all():
-                store.check_samples(saved, number, idx[~todo], batch.labels.cpu().numpy()[~todo],
-                                    image_checksums(batch.images[torch.from_numpy(~todo).to(batch.images.device)]))
-            if not todo.any():  # finished before a resume
+            taken = samples_to_scan(batch, number, position, finished=finished, seen=seen,
+                                    positions_refused=positions_refused, verify_finished=verify_finished)
+            position += batch.images.shape[0]
+            if taken is None:  # finished before a resume
                 continue
-            repeated = [i for i in idx[todo].tolist() if i in seen]
-            if repeated or len(set(idx.tolist())) != n:
-                dup = repeated[0] if repeated else next(i for i in idx.tolist() if (idx == i).sum() > 1)
-                raise ValueError(f"batch {number}: dataset index {dup} appears more than once in the loader")
-            seen.update(idx[todo].tolist())
-            keep = torch.from_numpy(todo)
-            images = batch.images if bool(todo.all()) else batch.images[keep.to(batch.images.device)]
-            labels = batch.labels.cpu()[keep]
-            if len(labels) and int(labels.min()) < 0:
-                raise ValueError(f"batch {number}: negative label {int(labels.min())}")
+            indices, images, labels = taken
             label_max = int(labels.max()) if len(labels) else 0
             x0 = attack.prepare(images)
             out = attack(x0, labels.to(attack.device, non_blocking=True), label_max)
             out["checksum"] = image_checksums(images)
-            current = _Pending(number, idx[todo], labels.numpy(), out)
+            current = _Pending(number, indices, labels.numpy(), out)
             if pending is not None:
                 collect(pending)  # the previous batch: finished on the device by now
             pending = current
