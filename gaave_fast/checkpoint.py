@@ -109,19 +109,19 @@ class ScanCheckpoint:
         return columns
 
     def check_samples(self, saved: dict[str, np.ndarray], batch: int, indices: np.ndarray, labels: np.ndarray,
-                      checksums: torch.Tensor) -> None:
+                      images: torch.Tensor) -> None:
         """Refuse a resume whose finished samples now have other labels or images.
 
         Args:
             saved: what :meth:`load` returned. batch: the loader's batch number (for the message).
             indices, labels: int [n] finished dataset indices of this batch and their labels now.
-            checksums: float32 [n] :func:`image_checksums` of their images now.
+            images: [n, C, H, W] their images now (compared by :func:`image_checksums`).
 
         Raises:
             ValueError: naming the first differing dataset index.
         """
         rows = np.array([self._rows[int(i)] for i in indices], dtype=np.int64)
-        now = checksums.cpu().numpy().astype(np.float32)
+        now = image_checksums(images).cpu().numpy().astype(np.float32)
         bad = (saved["label"][rows] != labels) | ~_same_checksum(saved["checksum"][rows], now)
         if bad.any():
             j = int(np.flatnonzero(bad)[0])

@@ -18,6 +18,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
@@ -151,9 +152,7 @@ def run_decided(loader, attack, tau: int, backend: str, store: ScanCheckpoint | 
         for name, parts in done.items():
             parts.append(saved[name])
         finished.update(saved["index"].tolist())
-
-        def verify_finished(number: int, indices: np.ndarray, labels: np.ndarray, images: torch.Tensor) -> None:
-            store.check_samples(saved, number, indices, labels, image_checksums(images))
+        verify_finished = partial(store.check_samples, saved)
 
     step_fn = _DECIDE_BACKENDS[backend]
     steps = attack.steps

@@ -21,6 +21,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -377,9 +378,7 @@ def _run(loader, attack: _Attack, store: ScanCheckpoint | None, checkpoint_every
         for name, parts in done.items():
             parts.append(saved[name])
         finished.update(saved["index"].tolist())
-
-        def verify_finished(number: int, indices: np.ndarray, labels: np.ndarray, images: torch.Tensor) -> None:
-            store.check_samples(saved, number, indices, labels, image_checksums(images))
+        verify_finished = partial(store.check_samples, saved)
 
     total = num_samples if num_samples is not None else _loader_size(loader)
     bar = _progress(total, progress, initial=len(finished))
