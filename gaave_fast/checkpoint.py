@@ -13,6 +13,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -133,3 +135,26 @@ class ScanCheckpoint:
     def save(self, columns: dict[str, np.ndarray]) -> None:
         """Write atomically: a crash mid-write leaves the previous checkpoint intact."""
         files.write_npz(self.path, fingerprint=np.array(json.dumps(self.fingerprint)), **columns)
+
+
+def resume_from(store: ScanCheckpoint | None, columns: tuple[str, ...]) -> tuple[
+        dict[str, list[np.ndarray]], set[int], Callable[[int, np.ndarray, np.ndarray, torch.Tensor], None] | None]:
+    """Where a scan starts: what its checkpoint holds, or nothing.
+
+    Args:
+        store: the scan's checkpoint, or None when it keeps none.
+        columns: the result columns the scan collects (``checksum`` is added).
+
+    Returns:
+        ``(done, finished, verify_finished)``: per column the list of finished arrays (the
+        checkpoint's, if any), the finished dataset indices, and the check that finished samples
+        met again in the loader still have their labels and images (``store.check_samples`` bound
+        to the checkpoint; None without one).
+    """
+    done: dict[str, list[np.ndarray]] = {name: [] for name in (*columns, "checksum")}
+    saved = store.load() if store is not None else None
+    if saved is None:
+        return done, set(), None
+    for name, parts in done.items():
+        parts.append(saved[name])
+    return done, set(saved["index"].tolist()), partial(store.check_samples, saved)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import time
 from collections import deque
 from dataclasses import dataclass
-from functools import partial
 
 import numpy as np
 import torch
@@ -26,7 +25,7 @@ import torch.nn.functional as F
 
 from gaave_fast import ops
 from gaave_fast.batches import parse_batch, refuses_positions, samples_to_scan
-from gaave_fast.checkpoint import ScanCheckpoint, image_checksums
+from gaave_fast.checkpoint import ScanCheckpoint, image_checksums, resume_from
 from gaave_fast.result import COLUMNS, DECIDE_COLUMNS
 
 __all__ = ["run_decided"]
@@ -144,15 +143,7 @@ def run_decided(loader, attack, tau: int, backend: str, store: ScanCheckpoint | 
     from gaave_fast.scan import _loader_size, _progress
 
     names = (*COLUMNS, *DECIDE_COLUMNS)
-    done: dict[str, list[np.ndarray]] = {name: [] for name in (*names, "checksum")}
-    finished: set[int] = set()
-    saved = store.load() if store is not None else None
-    verify_finished = None
-    if saved is not None:
-        for name, parts in done.items():
-            parts.append(saved[name])
-        finished.update(saved["index"].tolist())
-        verify_finished = partial(store.check_samples, saved)
+    done, finished, verify_finished = resume_from(store, names)
 
     step_fn = _DECIDE_BACKENDS[backend]
     steps = attack.steps

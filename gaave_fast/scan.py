@@ -21,7 +21,6 @@ import time
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +35,7 @@ from gaave_fast.checkpoint import (
     data_fingerprint,
     image_checksums,
     model_fingerprint,
+    resume_from,
 )
 from gaave_fast.distributed import rank_world
 from gaave_fast.early_exit import run_decided
@@ -370,15 +370,7 @@ class _Pending:
 
 def _run(loader, attack: _Attack, store: ScanCheckpoint | None, checkpoint_every: float, progress: bool,
          num_samples: int | None) -> dict[str, np.ndarray]:
-    done: dict[str, list[np.ndarray]] = {name: [] for name in (*COLUMNS, "checksum")}
-    finished: set[int] = set()
-    saved = store.load() if store is not None else None
-    verify_finished = None
-    if saved is not None:
-        for name, parts in done.items():
-            parts.append(saved[name])
-        finished.update(saved["index"].tolist())
-        verify_finished = partial(store.check_samples, saved)
+    done, finished, verify_finished = resume_from(store, COLUMNS)
 
     total = num_samples if num_samples is not None else _loader_size(loader)
     bar = _progress(total, progress, initial=len(finished))
