@@ -149,7 +149,7 @@ def main() -> None:
     scan(model, warm, eps=args.eps, steps=args.steps, amp=amp, progress=False, device=device)
 
     kw = {"eps": args.eps, "alpha": alpha, "steps": args.steps, "amp": amp, "progress": False, "device": device,
-              "channels_last": channels_last}
+          "channels_last": channels_last}
     compile_mode = True if args.compile == "default" else args.compile
     compile_s = None
     if args.compile:

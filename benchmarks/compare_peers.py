@@ -204,7 +204,7 @@ def run_dataset(name: str, d: dict[str, Any], a: argparse.Namespace, work: Path)
                                    seconds=t_detect)
     final_m = report["final_gaave"]["test"]
     acc["GAAVE (final model)"] = {"accuracy": final_m["accuracy"], "mean_class_accuracy": final_m["mean_class_accuracy"],
-                                      "seconds": seconds["annotate"] + seconds["final:gaave"]}
+                                  "seconds": seconds["annotate"] + seconds["final:gaave"]}
     relab = (table["status"] == "relabeled").to_numpy()
     right = table["new_label"].to_numpy()[relab] == d["true"][relab]
     det["GAAVE (k <= tau)"]["relabels_right"] = float(right.mean()) if relab.any() else float("nan")
@@ -218,7 +218,7 @@ def run_dataset(name: str, d: dict[str, Any], a: argparse.Namespace, work: Path)
 
     base_m = report["baseline"]["test"]
     acc["CE (raw labels)"] = {"accuracy": base_m["accuracy"], "mean_class_accuracy": base_m["mean_class_accuracy"],
-                                  "seconds": seconds["baseline"]}
+                              "seconds": seconds["baseline"]}
     for label, fn in (("GCE q=0.7", gce_loss()), ("SCE a=0.1 b=1", sce_loss())):
         t0 = time.time()
         model = train_with_loss(pipe, fn, final, a.seed + 30)

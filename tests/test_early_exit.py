@@ -43,7 +43,7 @@ def decide_batch(device, seed, n=64, steps=8, tau=2, dtype=torch.float32, channe
     first_miss = torch.where(k < step, step - 1, -1).to(torch.int32)
     decided = torch.rand(n, generator=gen) < 0.2
     t = {"x": x, "x0": x0, "grad": grad, "logits": logits, "labels": labels, "k": k, "first_miss": first_miss, "step": step,
-             "decided": decided}
+         "decided": decided}
     t = {name: v.to(device) for name, v in t.items()}
     return t, (steps, tau, eps, alpha, lo, hi)
 
