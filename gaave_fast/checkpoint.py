@@ -158,3 +158,14 @@ def resume_from(store: ScanCheckpoint | None, columns: tuple[str, ...]) -> tuple
     for name, parts in done.items():
         parts.append(saved[name])
     return done, set(saved["index"].tolist()), partial(store.check_samples, saved)
+
+
+def joined(done: dict[str, list[np.ndarray]], columns: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
+    """Each column's collected arrays as one array (in the order they finished).
+
+    Args:
+        done: per column the list of arrays a scan collected (see :func:`resume_from`).
+        columns: the columns to return; None = every one (``checksum`` included, for the checkpoint).
+    """
+    return {name: np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64) for name, parts in done.items()
+            if columns is None or name in columns}

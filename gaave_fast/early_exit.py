@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from gaave_fast import ops
 from gaave_fast.batches import parse_batch, refuses_positions, samples_to_scan
-from gaave_fast.checkpoint import ScanCheckpoint, image_checksums, resume_from
+from gaave_fast.checkpoint import ScanCheckpoint, image_checksums, joined, resume_from
 from gaave_fast.result import COLUMNS, DECIDE_COLUMNS
 
 __all__ = ["run_decided"]
@@ -229,9 +229,6 @@ def run_decided(loader, attack, tau: int, backend: str, store: ScanCheckpoint | 
             queued -= len(take.index)
             active.add(take)
 
-    def save() -> None:
-        store.save({name: np.concatenate(parts) if parts else np.zeros(0) for name, parts in done.items()})
-
     try:
         iteration = 0
         refill()
@@ -241,15 +238,14 @@ def run_decided(loader, attack, tau: int, backend: str, store: ScanCheckpoint | 
             if iteration % every == 0 or len(active) < capacity:
                 retire()
                 if store is not None and time.monotonic() - last_save >= checkpoint_every:
-                    save()
+                    store.save(joined(done))
                     last_save = time.monotonic()
                 refill()
     finally:
         bar.close()
     if store is not None:
-        save()
-    return {name: np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64) for name, parts in done.items()
-            if name in names}
+        store.save(joined(done))
+    return joined(done, names)
 
 
 def _attack_step(attack, active: _ActiveSet, step_fn, steps: int, tau: int) -> None:

@@ -34,6 +34,7 @@ from gaave_fast.checkpoint import (
     ScanCheckpoint,
     data_fingerprint,
     image_checksums,
+    joined,
     model_fingerprint,
     resume_from,
 )
@@ -151,9 +152,9 @@ def scan(
 
     rank, world = rank_world()
     settings = {"eps": float(eps), "alpha": float(alpha), "steps": steps,
-                    "mean": None if mean is None else [float(v) for v in mean],
-                    "std": None if std is None else [float(v) for v in std],
-                    "amp": None if amp is None else str(amp), "decide_tau": decide_tau}
+                "mean": None if mean is None else [float(v) for v in mean],
+                "std": None if std is None else [float(v) for v in std],
+                "amp": None if amp is None else str(amp), "decide_tau": decide_tau}
     store = None
     if checkpoint is not None:
         path = Path(checkpoint)
@@ -278,8 +279,8 @@ class _Attack:
         finite_logits &= torch.isfinite(logits).all(dim=1)
         clean = logits if clean is None else clean
         return {"k": k, "first_miss": first_miss, "pred": clean.argmax(dim=1), "margin": _margin(clean, labels),
-                    "loss": F.cross_entropy(clean.float(), labels, reduction="none"),
-                    "finite": torch.isfinite(x0).flatten(1).all(dim=1), "finite_logits": finite_logits}
+                "loss": F.cross_entropy(clean.float(), labels, reduction="none"),
+                "finite": torch.isfinite(x0).flatten(1).all(dim=1), "finite_logits": finite_logits}
 
     def _loss(self, x: torch.Tensor, labels: torch.Tensor, n: int, label_max: int
               ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -399,9 +400,6 @@ def _run(loader, attack: _Attack, store: ScanCheckpoint | None, checkpoint_every
         done["checksum"].append(out["checksum"].numpy().astype(np.float32))
         bar.update(len(p.indices))
 
-    def save() -> None:
-        store.save({name: np.concatenate(parts) if parts else np.zeros(0) for name, parts in done.items()})
-
     try:
         for number, raw in enumerate(loader):
             batch = parse_batch(raw, number)
@@ -422,7 +420,7 @@ def _run(loader, attack: _Attack, store: ScanCheckpoint | None, checkpoint_every
             if store is not None and time.monotonic() - last_save >= checkpoint_every:
                 collect(pending)
                 pending = None
-                save()
+                store.save(joined(done))
                 last_save = time.monotonic()
         if pending is not None:
             collect(pending)
@@ -430,9 +428,8 @@ def _run(loader, attack: _Attack, store: ScanCheckpoint | None, checkpoint_every
     finally:
         bar.close()
     if store is not None:
-        save()
-    return {name: np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64) for name, parts in done.items()
-            if name in COLUMNS}
+        store.save(joined(done))
+    return joined(done, COLUMNS)
 
 
 # --- helpers ---------------------------------------------------------------------------
