@@ -322,10 +322,8 @@ def pipeline_part(argv: list[str]) -> int:
         PipelineConfig,
         RemappedDataset,
         TrainConfig,
-        accuracy,
         detection_metrics,
         fit,
-        predict,
     )
 
     t_start = time.monotonic()
@@ -364,29 +362,20 @@ def pipeline_part(argv: list[str]) -> int:
     write_json(a.json, rep)
 
     try:
-        find_label_issues = _cleanlab(a.data)
+        _import_cleanlab(a.data)
     except ImportError as err:
         rep["cleanlab"] = {"skipped": f"cleanlab not importable: {err}"}
         write_json(a.json, rep)
         return 0
+    from compare_peers import cleanlab_detect, test_metrics
+
     t0 = time.monotonic()
     labels = pipe.labels
-    fold = np.random.default_rng(a.seed).permutation(labels.size) % a.folds
-    probs = np.zeros((labels.size, pipe.num_classes))
-    for f in range(a.folds):
-        tr, va = np.flatnonzero(fold != f), np.flatnonzero(fold == f)
-        res = fit(pipe.new_model(pipe.num_classes), RemappedDataset(train, tr, labels[tr]), labels[tr], cfg.base,
-                  seed=a.seed + 10 + f, device=a.device, desc=f"cleanlab fold {f}")
-        _, logits = predict(res.model, RemappedDataset(train, va, labels[va]), device=a.device)
-        probs[va] = torch.softmax(torch.from_numpy(logits).float(), 1).numpy()
-    issues = find_label_issues(labels, probs)
+    issues, _ = cleanlab_detect(pipe, a.folds, a.seed)
     keep = np.flatnonzero(~issues)
     res = fit(pipe.new_model(pipe.num_classes), RemappedDataset(train, keep, labels[keep]), labels[keep], cfg.final,
               seed=a.seed + 6, device=a.device, desc="cleanlab retrain")
-    tview = RemappedDataset(test, np.arange(len(test)), test.labels)
-    _, logits = predict(res.model, tview, device=a.device)
-    acc = accuracy(logits.argmax(1), test.labels, pipe.num_classes)
-    rep["cleanlab"] = {"test": {k: acc[k] for k in ("accuracy", "mean_class_accuracy")}, "train_samples": int(keep.size),
+    rep["cleanlab"] = {"test": test_metrics(pipe, res.model), "train_samples": int(keep.size),
                        "detection": detection_metrics(issues, noisy), "flagged_share": round(float(issues.mean()), 4),
                        "seconds": round(time.monotonic() - t0, 1)}
     rep["seconds"] = round(time.monotonic() - t_start, 1)
@@ -402,13 +391,13 @@ def _test_row(m: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def _cleanlab(data: Path):
+def _import_cleanlab(data: Path) -> None:
+    """Make cleanlab importable: the installed one, else the copy prepare_gpu_data.sh carries."""
     try:
-        from cleanlab.filter import find_label_issues
+        import cleanlab
     except ImportError:
-        sys.path.append(str(data / "site"))  # the copy prepare_gpu_data.sh carries
-        from cleanlab.filter import find_label_issues
-    return find_label_issues
+        sys.path.append(str(data / "site"))
+        import cleanlab  # noqa: F401
 
 
 # ------------------------------------------------------------------------------- arguments
