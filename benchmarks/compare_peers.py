@@ -66,7 +66,6 @@ from gaave_fast.pipeline import (
     fit,
     predict,
 )
-from gaave_fast.pipeline.train import augment, epoch_rows, resolve_device
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -115,30 +114,12 @@ def sce_loss(alpha: float = 0.1, beta: float = 1.0, log_zero: float = -4.0) -> L
 
 
 def train_with_loss(pipe: Pipeline, loss_fn: LossFn, cfg: TrainConfig, seed: int) -> torch.nn.Module:
-    """Train a fresh model of the run on the raw labels with ``loss_fn``, as ``fit`` trains with CE.
-
-    Same epoch order (``epoch_rows``), augmentation (``augment``), optimiser (Adam) and schedule.
-    """
-    dev = resolve_device(pipe.config.device)
-    model = pipe.new_model(pipe.num_classes).to(dev)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.epochs) if cfg.schedule == "cosine" else None
-    data, labels = pipe.train_set, pipe.labels
-    for epoch in range(cfg.epochs):
-        model.train()
-        g = torch.Generator().manual_seed(seed * 1000 + epoch)
-        rows = epoch_rows(labels, seed, epoch, cfg.oversample)
-        for i in range(0, len(rows), cfg.batch_size):
-            b = rows[i:i + cfg.batch_size]
-            x = torch.stack([data[int(r)][0] for r in b]).to(dev)
-            x = augment(x, cfg.flip, cfg.crop_padding, g)
-            loss = loss_fn(model(x), torch.as_tensor(labels[b], device=dev))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        if sched is not None:
-            sched.step()
-    return model
+    """Train a fresh model of the run on the raw labels with ``loss_fn`` in place of CE (``fit``'s
+    epoch order, augmentation, optimiser and schedule)."""
+    labels = pipe.labels
+    view = RemappedDataset(pipe.train_set, np.arange(labels.size), labels)
+    return fit(pipe.new_model(pipe.num_classes), view, labels, cfg, seed=seed, device=pipe.config.device,
+               desc="peer", loss_fn=loss_fn).model
 
 
 def test_metrics(pipe: Pipeline, model: torch.nn.Module) -> dict[str, float]:

@@ -86,8 +86,14 @@ def test_outputs(problem, full_run):
     np.testing.assert_array_equal(df["label"], train.labels)
     k_cols = df[[f"k_e{j}" for j in range(8)]].to_numpy()
     np.testing.assert_allclose(df["k"], k_cols.mean(1))  # the default combine rule
-    tau = {s: report["criterion"]["tau"][s]["tau"] for s in ("head", "tail")}
-    np.testing.assert_array_equal(df["candidate"], df["k"] <= df["subset"].map(tau))
+    # The default tau rule flags, per class, the samples with the highest suspicion score.
+    taus = report["criterion"]["tau"]
+    assert {taus[s]["rule"] for s in ("head", "tail")} == {"estimate"}
+    for (subset, _), g in df.groupby(["subset", "label"]):
+        if g["candidate"].any() and (~g["candidate"]).any():
+            assert g.loc[g["candidate"], "score"].min() >= g.loc[~g["candidate"], "score"].max()
+    for s in ("head", "tail"):
+        assert df[df["subset"] == s]["candidate"].sum() == taus[s]["flagged"]
     # Head-class samples are judged by the head model, tail-class ones by the tail model.
     head = set(report["split"]["split"]["head"])
     assert (df["subset"] == np.where(df["label"].isin(head), "head", "tail")).all()
@@ -183,7 +189,9 @@ def test_paper_preset_and_guard(problem, full_run, tmp_path, caplog):
     assert all(s["shift"] <= 0.05 + 1e-9 or moved_in[int(c)] == 0 for c, s in r["class_shift"].items())
     assert r["base"] == report["base"] and r["baseline"] == report["baseline"]
     caplog.clear()
-    p = Pipeline(config(max_class_shift=0.05, preset="paper"), train, tmp_path / "run", test_set=test).run()
+    # the paper preset with the default's candidates (its own tau rule is gmm)
+    p = Pipeline(config(max_class_shift=0.05, preset="paper", tau_rule="estimate"), train, tmp_path / "run",
+                 test_set=test).run()
     assert p["annotate"]["guarded"] == 0 and p["annotate"]["relabeled"] == report["annotate"]["relabeled"]
     assert "max_class_shift=0.05" in caplog.text
 

@@ -51,7 +51,8 @@ def add_pipeline_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--tau", type=finite_float, help="threshold k <= tau for both subsets (default: chosen by --tau-rule)")
     g.add_argument("--tau-head", type=finite_float, help="threshold of the head subset")
     g.add_argument("--tau-tail", type=finite_float, help="threshold of the tail subset")
-    g.add_argument("--tau-rule", choices=TAU_RULES, help="automatic threshold: gmm (default) or fraction")
+    g.add_argument("--tau-rule", choices=TAU_RULES, help="automatic threshold: estimate (default preset: flag each class's estimated noise), gmm (paper "
+                        "preset: a mixture of k) or fraction")
     g.add_argument("--tau-fraction", type=finite_float, help="share of each subset flagged with --tau-rule fraction")
     g.add_argument("--combine", choices=COMBINE_RULES,
                    help="how k is combined over the scans (default mean; vote with --record decided)")

@@ -21,10 +21,12 @@ ABLATIONS = ("full", "no_split", "no_annotator")
 RECORDS = ("full", "decided")
 MAX_CLASS_SHIFT = 0.5
 PRESETS: dict[str, dict[str, Any]] = {
-    # The paper's method exactly: Eq. 5 relabels every candidate it can, the rest are discarded.
-    "paper": {"relabel": "eq5", "uncertain": "drop", "class_guard": False},
-    # The library's variant: Eq. 5 with the class-shift guard (docs/pipeline.md, "Presets").
-    "default": {"relabel": "eq5", "uncertain": "drop", "class_guard": True},
+    # The paper's method exactly: Eq. 5 relabels every candidate it can, the rest are discarded;
+    # tau from a mixture of k (the paper sets tau by hand per dataset).
+    "paper": {"tau_rule": "gmm", "relabel": "eq5", "uncertain": "drop", "class_guard": False},
+    # The library's variant: tau from an estimate of the noise, Eq. 5 with the class-shift guard
+    # (docs/pipeline.md, "Presets").
+    "default": {"tau_rule": "estimate", "relabel": "eq5", "uncertain": "drop", "class_guard": True},
 }
 """The value of each preset-dependent field (a field left None takes its preset's value)."""
 
@@ -72,7 +74,10 @@ class PipelineConfig:
         pilot_fraction: with ``record="decided"`` and an automatic tau, the seeded random share of
             each subset scanned fully by the base model to choose tau (the rest is decided).
         tau_head, tau_tail: thresholds of ``k <= tau``; None = chosen by ``tau_rule``.
-        tau_rule: ``"gmm"`` or ``"fraction"`` (with ``tau_fraction``), see :mod:`.criterion`.
+        tau_rule: ``"estimate"`` (a noise estimate per class), ``"gmm"`` or ``"fraction"`` (with
+            ``tau_fraction``), see :mod:`.criterion`; None = preset (``"estimate"`` in
+            ``default``, ``"gmm"`` in ``paper``; ``"gmm"`` with a decided record, which needs a tau
+            before it scans).
         annotator: training of the two self-annotators.
         relabel: ``"eq5"`` (the paper) or ``"confident"`` (Eq. 5 only where the annotators agree
             with probability >= ``relabel_confidence``), see :mod:`.annotate`; None = preset.
@@ -110,7 +115,7 @@ class PipelineConfig:
     pilot_fraction: float = 0.05
     tau_head: float | None = None
     tau_tail: float | None = None
-    tau_rule: str = "gmm"
+    tau_rule: str | None = None
     tau_fraction: float | None = None
     annotator: TrainConfig = field(default_factory=TrainConfig)
     relabel: str | None = None
@@ -171,8 +176,11 @@ class PipelineConfig:
         for name in ("tau_head", "tau_tail"):
             if getattr(self, name) is not None and not math.isfinite(getattr(self, name)):
                 raise ValueError(f"{name} must be a finite number or None, got {getattr(self, name)}")
-        if self.tau_rule not in TAU_RULES:
-            raise ValueError(f"tau_rule must be one of {TAU_RULES}, got {self.tau_rule!r}")
+        if self.tau_rule is not None and self.tau_rule not in TAU_RULES:
+            raise ValueError(f"tau_rule must be one of {TAU_RULES} or None, got {self.tau_rule!r}")
+        if self.tau_rule == "estimate" and (self.record == "decided" or self.combine == "vote"):
+            raise ValueError(f"tau_rule 'estimate' ranks samples after the scans; record {self.record!r} with combine "
+                             f"{self.combine!r} needs a tau before: use tau_rule 'gmm' or 'fraction', or give tau")
         if self.tau_rule == "fraction" and (self.tau_fraction is None or not 0 <= self.tau_fraction <= 1):
             raise ValueError(f"tau_fraction must be in [0, 1] with tau_rule='fraction', got {self.tau_fraction}")
         if self.head_classes is not None:
@@ -193,6 +201,8 @@ class PipelineConfig:
         if name not in PRESETS[self.preset]:
             raise ValueError(f"{name!r} is not a preset-dependent field; they are {sorted(PRESETS[self.preset])}")
         v = getattr(self, name)
+        if v is None and name == "tau_rule" and (self.record == "decided" or self.combine == "vote"):
+            return "gmm"  # these choose an integer tau before scanning; "estimate" ranks after
         return PRESETS[self.preset][name] if v is None else v
 
     def to_dict(self) -> dict[str, Any]:

@@ -22,6 +22,18 @@ Automatic tau (``rule``):
   (means less than two standard deviations apart, Ashman's D < 2: the mixture is then not
   bimodal) tau = -1 and nothing is flagged; on the synthetic test problem D is 4.3-4.9.
 * ``"fraction"``: tau is the ``fraction`` quantile of k (for a known or assumed noise rate).
+* ``"estimate"`` (the ``default`` preset): the noise of each class is estimated from the base
+  model's own predictions, and that many samples of the class with the highest suspicion (lowest
+  k, ties broken by the lowest mean clean margin) are flagged. The estimate is the confident
+  off-diagonal count of confident learning (Northcutt et al., JAIR 2021): a sample labelled y
+  counts as mislabelled when the model's prediction j != y has probability >= t_j, the mean
+  probability the model gives class j on the samples labelled j (per-class thresholds adapt to
+  how well the model fits each class). It reads the first scan (the base model): the later
+  scans follow more training, which memorises noisy labels until the model contradicts none
+  (on the synthetic test problem an estimate from all scans flags 0.2% at 29% noise; from the
+  first, 19%). Measured on CIFAR-10N and CIFAR-10-LT (RESULTS.md): 0.8-1.4x the true noise
+  where the gmm rule flags 1.5-2.5x, but 2.5-3.3x at CIFAR-10N ``aggre``'s 9% (gmm 5-6x).
+  Flagging per class also keeps a hard class from being flagged wholesale.
 """
 
 from __future__ import annotations
@@ -31,12 +43,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from gaave_fast.result import suspicion_score
+
 log = logging.getLogger(__name__)
 
 COMBINE_RULES = ("mean", "last", "min", "median", "vote")
 VOTE_RULES = ("vote", "min")
 """Combine rules that a decided (early-exit) record computes exactly: per-scan verdicts k_t <= tau."""
-TAU_RULES = ("gmm", "fraction")
+TAU_RULES = ("gmm", "fraction", "estimate")
 
 
 def combine_k(k_epochs: np.ndarray, how: str = "mean") -> np.ndarray:
@@ -148,14 +162,17 @@ class TauChoice:
     flagged: int
     total: int
     gmm: GaussianMixture1D | None = None
+    noise_rate: dict[int, float] | None = None
 
     def to_dict(self) -> dict:
-        """JSON-ready dict."""
+        """JSON-ready dict (``noise_rate``: the ``"estimate"`` rule's rate per subset class id)."""
         d = {"tau": self.tau, "rule": self.rule, "flagged": self.flagged, "total": self.total,
              "flagged_fraction": self.flagged / max(self.total, 1)}
         if self.gmm is not None:
             d["gmm"] = {"weights": list(self.gmm.weights), "means": list(self.gmm.means),
                         "stds": list(self.gmm.stds)}
+        if self.noise_rate is not None:
+            d["noise_rate"] = {str(c): r for c, r in self.noise_rate.items()}
         return d
 
 
@@ -171,6 +188,9 @@ def select_tau(k: np.ndarray, rule: str = "gmm", fraction: float | None = None) 
         The :class:`TauChoice`; ``tau`` is one of the observed k values (or -1 for none).
     """
     k = np.asarray(k, dtype=np.float64).ravel()
+    if rule == "estimate":
+        raise ValueError("rule 'estimate' needs the record's margins, losses and predictions: use select_candidates "
+                         "with evidence, or estimate_candidates")
     if k.size == 0:
         return TauChoice(-1.0, rule, 0, 0)
     if rule == "fraction":
@@ -192,6 +212,84 @@ def select_tau(k: np.ndarray, rule: str = "gmm", fraction: float | None = None) 
     low = values[g.posterior_low(values) >= 0.5]
     tau = float(low.max()) if low.size else -1.0
     return TauChoice(tau, rule, int((k <= tau).sum()), k.size, g)
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What the ``"estimate"`` rule reads from a subset's record besides k.
+
+    Attributes:
+        labels: int [n] the subset's (remapped) label of each scanned sample.
+        num_classes: the classes of the subset's model (its real classes and the extra one).
+        margin: float [T', n] clean logit of the label minus the largest other logit, per scan.
+        loss: float [T', n] clean cross-entropy of the label per scan (nats).
+        pred: int [T', n] clean prediction per scan.
+    """
+
+    labels: np.ndarray
+    num_classes: int
+    margin: np.ndarray
+    loss: np.ndarray
+    pred: np.ndarray
+
+
+def confident_off_diagonal(ev: Evidence) -> np.ndarray:
+    """The samples whose label the model confidently contradicts (confident learning's off-diagonal).
+
+    A sample labelled y is counted when its most frequent prediction j != y has a mean
+    probability >= t_j, where t_j is the mean probability of class j over the samples labelled
+    j. A class that no scanned sample carries (the head subset's extra class, whose samples the
+    tail model scans) gets the mean of the other thresholds.
+
+    Returns:
+        bool [n].
+    """
+    y = np.asarray(ev.labels, np.int64)
+    loss = np.asarray(ev.loss, np.float64).reshape(-1, y.size)
+    margin = np.asarray(ev.margin, np.float64).reshape(-1, y.size)
+    pred = np.asarray(ev.pred, np.int64).reshape(-1, y.size)
+    if y.size == 0:
+        return np.zeros(0, bool)
+    p_label = np.exp(-loss).mean(axis=0)
+    p_other = np.exp(-loss - margin).mean(axis=0)  # the largest other class's probability
+    votes = np.zeros((y.size, ev.num_classes), np.int64)
+    np.add.at(votes, (np.repeat(np.arange(y.size)[None], pred.shape[0], 0), pred), 1)
+    other = votes.argmax(axis=1)  # ties go to the lower class id
+    counts = np.bincount(y, minlength=ev.num_classes)
+    sums = np.bincount(y, weights=p_label, minlength=ev.num_classes)
+    thresholds = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+    thresholds = np.where(counts > 0, thresholds, np.nanmean(thresholds))
+    return (other != y) & (p_other >= thresholds[other])
+
+
+def estimate_candidates(k: np.ndarray, ev: Evidence) -> tuple[np.ndarray, dict[int, float]]:
+    """The ``"estimate"`` rule: per class, flag as many samples as the first scan has confident
+    off-diagonals (:func:`confident_off_diagonal`; see the module docstring for why the first).
+
+    Within a class the samples are taken in order of suspicion (:func:`gaave_fast.result.suspicion_score`:
+    lowest k first, ties by the lowest clean margin averaged over the scans).
+
+    Args:
+        k: float [n] combined k of the subset's scanned samples.
+        ev: their :class:`Evidence` (every scan).
+
+    Returns:
+        ``(flagged bool [n], {class id: estimated noise rate})``.
+    """
+    y = np.asarray(ev.labels, np.int64)
+    margin = np.asarray(ev.margin, np.float64).reshape(-1, y.size)
+    first = Evidence(y, ev.num_classes, margin[:1], np.asarray(ev.loss).reshape(-1, y.size)[:1],
+                     np.asarray(ev.pred).reshape(-1, y.size)[:1])
+    off = confident_off_diagonal(first)
+    score = suspicion_score(k, margin.mean(axis=0))
+    flagged = np.zeros(y.size, bool)
+    rates: dict[int, float] = {}
+    for c in np.unique(y):
+        rows = np.flatnonzero(y == c)
+        n_off = int(off[rows].sum())
+        flagged[rows[np.argsort(-score[rows], kind="stable")[:n_off]]] = True
+        rates[int(c)] = n_off / rows.size
+    return flagged, rates
 
 
 @dataclass(frozen=True)
@@ -227,7 +325,8 @@ class Criterion:
 
 def select_candidates(k_scans: dict[str, tuple[np.ndarray, np.ndarray]], num_samples: int, *, combine: str,
                       taus: dict[str, float | None], rule: str, fraction: float | None,
-                      record_taus: dict[str, int] | None = None) -> Criterion:
+                      record_taus: dict[str, int] | None = None,
+                      evidence: dict[str, Evidence] | None = None) -> Criterion:
     """Step 5: combine each subset's k over the scans, choose its tau, mark ``k <= tau``.
 
     Args:
@@ -239,6 +338,7 @@ def select_candidates(k_scans: dict[str, tuple[np.ndarray, np.ndarray]], num_sam
         rule, fraction: the automatic rule of :func:`select_tau`.
         record_taus: the tau each subset's decided record was scanned at (its verdicts are exact
             for that tau only); used by the vote rules in place of a choice.
+        evidence: per subset, what rule ``"estimate"`` needs (:class:`Evidence`).
 
     Returns:
         The :class:`Criterion`.
@@ -252,6 +352,9 @@ def select_candidates(k_scans: dict[str, tuple[np.ndarray, np.ndarray]], num_sam
         given = taus.get(name)
         decided = record_taus is not None and name in record_taus
         # "min" of a full record keeps choosing tau on the combined k (min k <= tau is "any k_t <= tau").
+        if rule == "estimate" and given is None and (combine == "vote" or decided):
+            raise ValueError("tau_rule 'estimate' ranks the samples after the scans; a per-scan vote or a decided "
+                             "record needs an integer tau: give one, or use tau_rule 'gmm' or 'fraction'")
         if combine == "vote" or decided:
             if decided:
                 tau, how = record_taus[name], "given" if given is not None else f"{rule} (pilot)"
@@ -261,6 +364,13 @@ def select_candidates(k_scans: dict[str, tuple[np.ndarray, np.ndarray]], num_sam
                 tau, how = int(np.floor(select_tau(np.asarray(k_epochs)[0], rule, fraction).tau)), f"{rule} (scan 0)"
             flagged = vote_candidates(k_epochs, tau, combine)
             choice = TauChoice(float(tau), how, int(flagged.sum()), k.size)
+        elif given is None and rule == "estimate":
+            if evidence is None or name not in evidence:
+                raise ValueError(f"tau_rule 'estimate' needs the {name} subset's margins, losses and predictions")
+            flagged, rates = estimate_candidates(k, evidence[name])
+            # tau is only reported here: the flags are per class, so some samples with k <= tau are not flagged
+            tau = float(k[flagged].max()) if flagged.any() else -1.0
+            choice = TauChoice(tau, rule, int(flagged.sum()), k.size, noise_rate=rates)
         else:
             choice = (TauChoice(float(given), "given", int((k <= given).sum()), k.size) if given is not None
                       else select_tau(k, rule, fraction))

@@ -29,7 +29,7 @@ from gaave_fast.data.describe import (
 
 from .annotate import DISCARDED, agreement, decide, relabel
 from .config import PipelineConfig
-from .criterion import Criterion, select_candidates, select_tau
+from .criterion import Criterion, Evidence, select_candidates, select_tau
 from .guard import cap_class_shift, shift_report
 from .models import ModelFactory, model_factory
 from .pretrained import Backbone
@@ -134,7 +134,7 @@ class Pipeline:
                                    lambda name=name: self.store.load_record(name, self._record_fields()))
                  for name, sub in subsets.items()}
         # Step 5. Criterion: k <= τ marks the noise candidates.
-        criterion = self._stage("criterion", lambda: self._criterion(scans), self.store.save_criterion,
+        criterion = self._stage("criterion", lambda: self._criterion(scans, subsets), self.store.save_criterion,
                                 self.store.load_criterion)
         # Step 6. Self-Annotators relabel the candidates (Eq. 5), or the candidates are dropped.
         annotations = None
@@ -213,7 +213,7 @@ class Pipeline:
             seed = cfg.seed + _SEED_OFFSET[name]
             return scan_decided(run, len(view), tau=None if tau is None else min(max(tau, -1), cfg.steps + 1),
                                 pilot=pilot_rows(len(view), cfg.pilot_fraction, seed),
-                                choose=lambda k: int(np.floor(select_tau(k, cfg.tau_rule, cfg.tau_fraction).tau)))
+                                choose=lambda k: int(np.floor(select_tau(k, cfg.setting("tau_rule"), cfg.tau_fraction).tau)))
 
         return record_k(model, RemappedDataset.of(self.train_set, sub), sub.labels,
                         RemappedDataset.of(self.train_set, sub.select(sub.in_real_class())), cfg.base,
@@ -225,14 +225,17 @@ class Pipeline:
     def _record_fields(self) -> tuple[str, ...]:
         return SCAN_FIELDS[1:] + (DECIDED_FIELDS if self.config.record == "decided" else ())
 
-    def _criterion(self, scans: dict[str, dict[str, np.ndarray]]) -> Criterion:
+    def _criterion(self, scans: dict[str, dict[str, np.ndarray]], subsets: dict[str, RefactoredSubset]) -> Criterion:
         cfg = self.config
         record_taus = ({n: int(s["decide_tau"][0, 0]) for n, s in scans.items() if s["index"].size}
                        if cfg.record == "decided" else None)
+        evidence = {n: Evidence(subsets[n].labels[np.searchsorted(subsets[n].indices, s["index"])],
+                                subsets[n].num_classes, s["margin"], s["loss"], s["pred"]) for n, s in scans.items()}
         return select_candidates({n: (s["index"], s["k"]) for n, s in scans.items()}, self.labels.size,
                                  combine=cfg.combine, taus={"head": cfg.tau_head, "tail": cfg.tau_tail,
                                                             "all": cfg.tau_head},
-                                 rule=cfg.tau_rule, fraction=cfg.tau_fraction, record_taus=record_taus)
+                                 rule=cfg.setting("tau_rule"), fraction=cfg.tau_fraction, record_taus=record_taus,
+                                 evidence=evidence)
 
     def _annotate(self, subsets: dict[str, RefactoredSubset], criterion: Criterion) -> dict[str, np.ndarray]:
         # Both annotators start from the same trunk weights (the pipeline seed, see new_model) with

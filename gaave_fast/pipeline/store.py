@@ -58,7 +58,7 @@ _FIELD_STAGES: dict[str, tuple[str, ...]] = {
     "steps": ("record",), "scan_backend": ("record",), "scan_batch_size": ("record",),
     "combine": ("criterion",), "record": ("record",), "pilot_fraction": ("record",), "tau_head": ("criterion",), "tau_tail": ("criterion",),
     "tau_rule": ("criterion",), "tau_fraction": ("criterion",), "annotator": ("annotate",),
-    "preset": ("annotate",), "relabel": ("annotate",), "relabel_confidence": ("annotate",),
+    "preset": ("criterion",), "relabel": ("annotate",), "relabel_confidence": ("annotate",),
     "uncertain": ("annotate",), "max_class_shift": ("annotate",), "class_guard": ("annotate",),
     "final": ("final", "baseline"), "baseline": ("baseline",), "device": (),
 }

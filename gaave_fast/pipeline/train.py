@@ -159,8 +159,9 @@ def augment(x: torch.Tensor, flip: bool, crop_padding: int, generator: torch.Gen
 def fit(model: nn.Module, dataset: Dataset, labels: np.ndarray, config: TrainConfig, *, seed: int,
         device: str | torch.device | None = None, epochs: int | None = None, stop_at: int | None = None,
         checkpoint: str | Path | None = None, init_checkpoint: str | Path | None = None,
-        on_epoch_end: EpochCallback | None = None, desc: str = "train") -> TrainResult:
-    """Train ``model`` with cross-entropy on ``dataset``, resuming from ``checkpoint`` if present.
+        on_epoch_end: EpochCallback | None = None, desc: str = "train",
+        loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> TrainResult:
+    """Train ``model`` with cross-entropy (or ``loss_fn``) on ``dataset``, resuming from ``checkpoint`` if present.
 
     Args:
         model: the network (freshly initialised unless resuming); moved to ``device``.
@@ -179,6 +180,8 @@ def fit(model: nn.Module, dataset: Dataset, labels: np.ndarray, config: TrainCon
         on_epoch_end: called as ``f(completed_epochs, model)`` after each epoch, before the
             checkpoint is written; a returned dict is merged into that epoch's history entry.
         desc: progress-bar label.
+        loss_fn: ``loss_fn(logits float32 [B, C], labels int64 [B])`` -> scalar loss to minimise
+            instead of the cross-entropy (e.g. a noise-robust loss).
 
     Returns:
         :class:`TrainResult` with the unwrapped model (on ``device``) and the history, one dict
@@ -244,7 +247,7 @@ def fit(model: nn.Module, dataset: Dataset, labels: np.ndarray, config: TrainCon
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp):
                 out = net(x)
-                loss = F.cross_entropy(out.float(), y)
+                loss = (F.cross_entropy if loss_fn is None else loss_fn)(out.float(), y)
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(opt)
