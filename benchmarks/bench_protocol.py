@@ -43,8 +43,8 @@ from typing import Any
 import numpy as np
 import torch
 from bench_pipeline import load_setting as load_cifar_lt
+from bench_relabel import RECIPES, option_rows
 from bench_relabel import load as load_named
-from bench_relabel import option_rows
 from common import machine_name
 from compare_peers import cleanlab_detect, gce_loss, sce_loss, small_loss_detect
 
@@ -62,13 +62,6 @@ from gaave_fast.pipeline.metrics import detection_metrics
 from gaave_fast.pipeline.run import test_summary
 from gaave_fast.result import suspicion_score
 
-RECIPES: dict[str, dict[str, Any]] = {
-    # Adam 1e-3, constant: the pipeline's own default (TrainConfig()).
-    "pipeline": {},
-    # A CPU-sized stand-in for the paper's SGD + cosine (RESULTS.md, issue 10).
-    "sgd-cosine": {"optimizer": "sgd", "lr": 0.05, "weight_decay": 5e-4, "momentum": 0.9, "schedule": "cosine",
-                   "epochs": 20, "flip": True, "crop_padding": 4},
-}
 ROWS = ("ce", "gce", "sce", "cleanlab", "small_loss", "paper", "default", "default_drop", "default_confident",
         "no_annotator", "no_split")
 
