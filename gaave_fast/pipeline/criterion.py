@@ -30,9 +30,9 @@ Automatic tau (``rule``):
   probability the model gives class j on the samples labelled j (per-class thresholds adapt to
   how well the model fits each class). It reads the first scan (the base model): the later
   scans follow more training, which memorises noisy labels until the model contradicts none
-  (on the synthetic test problem an estimate from all scans flags 0.2% at 29% noise; from the
-  first, 19%). Measured on CIFAR-10N and CIFAR-10-LT (RESULTS.md): 0.8-1.4x the true noise
-  where the gmm rule flags 1.5-2.5x, but 2.5-3.3x at CIFAR-10N ``aggre``'s 9% (gmm 5-6x).
+  (on the synthetic test problem an estimate from all scans flags 0.1% at 31% noise; from the
+  first, 19%). Measured on CIFAR-10-LT and CIFAR-10N ``worse`` (RESULTS.md): 0.76-1.4x the true
+  noise where the gmm rule flags 1.7-4.3x, but 2.5x at CIFAR-10N ``aggre``'s 9% (gmm 6.1x).
   Flagging per class also keeps a hard class from being flagged wholesale.
 """
 
