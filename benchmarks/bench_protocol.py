@@ -43,23 +43,14 @@ from typing import Any
 import numpy as np
 import torch
 from bench_pipeline import load_setting as load_cifar_lt
-from bench_relabel import RECIPES, option_rows
+from bench_relabel import RECIPES, final_row, option_rows, retrain_option
 from bench_relabel import load as load_named
 from common import machine_name
 from compare_peers import cleanlab_detect, gce_loss, sce_loss, small_loss_detect
 
 from gaave_fast.data.arrays import ArrayDataset
-from gaave_fast.pipeline import (
-    Pipeline,
-    PipelineConfig,
-    RemappedDataset,
-    TrainConfig,
-    accuracy,
-    fit,
-    predict,
-)
+from gaave_fast.pipeline import Pipeline, PipelineConfig, TrainConfig
 from gaave_fast.pipeline.metrics import detection_metrics
-from gaave_fast.pipeline.run import test_summary
 from gaave_fast.result import suspicion_score
 
 ROWS = ("ce", "gce", "sce", "cleanlab", "small_loss", "paper", "default", "default_drop", "default_confident",
@@ -86,29 +77,6 @@ def pipeline_config(a: argparse.Namespace, preset: str = "paper") -> PipelineCon
                           gaave_epochs=a.gaave_epochs,
                           annotator=TrainConfig(epochs=a.annotator_epochs, **t),
                           final=TrainConfig(**{**t, **RECIPES[a.recipe]}), device="cpu")
-
-
-# ------------------------------------------------------------------------------ final models
-def train_eval(pipe: Pipeline, pos: np.ndarray, labels: np.ndarray, seed: int,
-               loss_fn: Any = None) -> dict[str, Any]:
-    """A final model of the run's architecture on ``labels[pos]`` with the protocol's recipe,
-    evaluated on the test set after every epoch: last epoch, mean of the last 10, best epoch."""
-    cfg = pipe.config
-    test = pipe.test_set
-    tview = RemappedDataset(test, np.arange(len(test)), test.labels)
-
-    def evaluate(epoch: int, model: torch.nn.Module) -> dict:
-        _, logits = predict(model, tview, device=cfg.device)
-        acc = accuracy(logits.argmax(1), test.labels, pipe.num_classes)
-        return {"test_acc": acc["accuracy"], "test_mca": acc["mean_class_accuracy"],
-                "test_class_acc": acc["class_accuracy"]}
-
-    t0 = time.time()
-    res = fit(pipe.new_model(pipe.num_classes), RemappedDataset(pipe.train_set, pos, labels[pos]), labels[pos],
-              cfg.final, seed=seed, device=cfg.device, on_epoch_end=evaluate, desc="final", loss_fn=loss_fn)
-    s = test_summary(res.history)
-    return {**s["test"], "last10": s["test_last10"], "best": s["test_best"], "train_samples": int(pos.size),
-            "seconds": time.time() - t0}
 
 
 # ------------------------------------------------------------------------------ detectors
@@ -169,12 +137,9 @@ def run(a: argparse.Namespace, setting: str) -> dict[str, Any]:
     rep = paper.run()
     r["seconds"]["paper_run"] = time.time() - t0
     r["base_train_acc"] = {k: v["train_acc"] for k, v in rep["base"].items()}
-    seed = a.seed + 6  # the pipeline's final-model seed offset: every final model starts alike
     scores = record_scores(paper)
-    r["final"]["ce"] = {**rep["baseline"]["test"], "last10": rep["baseline"]["test_last10"],
-                        "best": rep["baseline"]["test_best"], "train_samples": rep["baseline"]["train_samples"]}
-    r["final"]["paper"] = {**rep["final_gaave"]["test"], "last10": rep["final_gaave"]["test_last10"],
-                           "best": rep["final_gaave"]["test_best"], "train_samples": rep["final_gaave"]["train_samples"]}
+    r["final"]["ce"] = final_row(rep["baseline"])
+    r["final"]["paper"] = final_row(rep["final_gaave"])
     cand = paper.store.load_criterion().candidate
     r["detection"]["paper (gmm tau)"] = detection_row(cand, noisy, scores["k"])
     r["detection"]["mean margin (same scans)"] = {"auroc": detection_row(cand, noisy, scores["margin"]).get("auroc")}
@@ -185,9 +150,7 @@ def run(a: argparse.Namespace, setting: str) -> dict[str, Any]:
             shutil.copytree(out / "paper", out / "default")
         d = Pipeline(pipeline_config(a, "default"), train, out / "default", test_set=test)
         drep = d.run()
-        r["final"]["default"] = {**drep["final_gaave"]["test"], "last10": drep["final_gaave"]["test_last10"],
-                                 "best": drep["final_gaave"]["test_best"],
-                                 "train_samples": drep["final_gaave"]["train_samples"]}
+        r["final"]["default"] = final_row(drep["final_gaave"])
         r["detection"]["default (estimate tau)"] = detection_row(d.store.load_criterion().candidate, noisy, scores["k"])
         r["relabel"]["default"] = relabel_row(d, clean)
         r["class_shift_default"] = {c: v["shift"] for c, v in drep["class_shift"].items()}
@@ -195,37 +158,36 @@ def run(a: argparse.Namespace, setting: str) -> dict[str, Any]:
         r["relabel_options_default"] = option_rows(d, clean, d.config.max_class_shift)
     if "default_drop" in rows:
         m = d.retrain("drop")
-        r["final"]["default_drop"] = {**m["test"], "last10": m["test_last10"], "best": m["test_best"],
-                                      "train_samples": m["train_samples"]}
+        r["final"]["default_drop"] = final_row(m)
     if "default_confident" in rows:
         if not (out / "default_confident").exists():
             shutil.copytree(out / "default", out / "default_confident")
         cfg = replace(pipeline_config(a, "default"), relabel="confident", relabel_confidence=0.7)
         c = Pipeline(cfg, train, out / "default_confident", test_set=test)
         m = c.run()["final_gaave"]
-        r["final"]["default_confident"] = {**m["test"], "last10": m["test_last10"], "best": m["test_best"],
-                                           "train_samples": m["train_samples"]}
+        r["final"]["default_confident"] = final_row(m)
         r["relabel"]["default_confident"] = relabel_row(c, clean)
     if "no_annotator" in rows:
         m = paper.retrain("drop")
-        r["final"]["no_annotator"] = {**m["test"], "last10": m["test_last10"], "best": m["test_best"],
-                                      "train_samples": m["train_samples"]}
+        r["final"]["no_annotator"] = final_row(m)
     if "no_split" in rows:
         cfg = replace(pipeline_config(a, "paper"), ablation="no_split", baseline=False)
         m = Pipeline(cfg, train, out / "no_split", test_set=test).run()["final_drop"]
-        r["final"]["no_split"] = {**m["test"], "last10": m["test_last10"], "best": m["test_best"],
-                                  "train_samples": m["train_samples"]}
-    everything = np.arange(paper.labels.size)
+        r["final"]["no_split"] = final_row(m)
+    # Every final model below starts like the pipeline's (its seed, its recipe: the protocol's).
     for name, fn in (("gce", gce_loss()), ("sce", sce_loss())):
         if name in rows:
-            r["final"][name] = train_eval(paper, everything, paper.labels, seed, fn)
+            t0 = time.time()
+            r["final"][name] = {**retrain_option(paper, paper.labels, test, loss_fn=fn), "seconds": time.time() - t0}
     for name, detect in (("cleanlab", lambda: cleanlab_detect(paper, a.folds, a.seed)),
                          ("small_loss", lambda: small_loss_detect(paper, a.seed))):
         if name in rows:
             t0 = time.time()
             flagged, score = detect()
             r["detection"][name] = {**detection_row(flagged, noisy, score), "seconds": time.time() - t0}
-            r["final"][name] = train_eval(paper, np.flatnonzero(~flagged), paper.labels, seed)
+            t0 = time.time()
+            kept = np.where(flagged, -1, paper.labels)
+            r["final"][name] = {**retrain_option(paper, kept, test), "seconds": time.time() - t0}
     return r
 
 

@@ -100,9 +100,9 @@ RECIPES = {"pipeline": {},
                           "crop_padding": 4}}
 
 
-def retrain_option(pipe: Pipeline, final: np.ndarray, test, recipe: str = "pipeline") -> dict:
-    """The final model on one option's training labels, with the pipeline's model and seed, and its
-    final-training recipe or one of :data:`RECIPES`."""
+def retrain_option(pipe: Pipeline, final: np.ndarray, test, recipe: str = "pipeline", loss_fn=None) -> dict:
+    """The final model on one option's training labels (-1 = left out), with the pipeline's model and
+    seed, its final-training recipe or one of :data:`RECIPES`, and ``fit``'s ``loss_fn`` (None = CE)."""
     cfg = replace(pipe.config, final=replace(pipe.config.final, **RECIPES[recipe]))
     pos = np.flatnonzero(final >= 0)
     tview = RemappedDataset(test, np.arange(len(test)), test.labels)
@@ -114,7 +114,7 @@ def retrain_option(pipe: Pipeline, final: np.ndarray, test, recipe: str = "pipel
                 "test_class_acc": acc["class_accuracy"]}
 
     res = fit(pipe.new_model(pipe.num_classes), RemappedDataset(pipe.train_set, pos, final[pos]), final[pos], cfg.final,
-              seed=cfg.seed + 6, device=cfg.device, on_epoch_end=evaluate, desc="option")  # 6: the pipeline's final offset
+              seed=cfg.seed + 6, device=cfg.device, on_epoch_end=evaluate, desc="option", loss_fn=loss_fn)  # 6: the pipeline's final offset
     s = test_summary(res.history)
     return {**s["test"], "last10": s["test_last10"], "best": s["test_best"], "train_samples": int(pos.size)}
 
@@ -188,12 +188,12 @@ def run(a: argparse.Namespace, setting: str) -> dict:
          "bias": annotator_bias(pipe, classes), "options": option_rows(pipe, clean, cfg.max_class_shift),
          "class_shift_paper": rep["class_shift"], "base_train_acc": {k: v["train_acc"] for k, v in rep["base"].items()},
          "annotator_train_acc": {k: rep["annotate"][f"annotator_{k}"]["train_acc"] for k in ("head", "tail")},
-         "final": {"baseline": _final(rep["baseline"]), "paper": _final(rep["final_gaave"])}}
+         "final": {"baseline": final_row(rep["baseline"]), "paper": final_row(rep["final_gaave"])}}
     if a.retrain:
         if not (out / "default").exists():
             shutil.copytree(out / "paper", out / "default")
         d = Pipeline(replace(cfg, preset="default"), train, out / "default", test_set=test).run()
-        r["final"]["default"] = _final(d["final_gaave"])
+        r["final"]["default"] = final_row(d["final_gaave"])
         r["class_shift_default"] = d["class_shift"]
         r["guarded"] = d["annotate"]["guarded"]
     for i in a.retrain_options:
@@ -204,7 +204,7 @@ def run(a: argparse.Namespace, setting: str) -> dict:
     return r
 
 
-def _final(m: dict) -> dict:
+def final_row(m: dict) -> dict:
     # The last epoch's test metrics, the means of the last 10 epochs and the best epoch (when recorded).
     return {**m["test"], "last10": m.get("test_last10"), "best": m.get("test_best"), "train_samples": m["train_samples"]}
 
