@@ -178,7 +178,7 @@ class PipelineConfig:
                 raise ValueError(f"{name} must be a finite number or None, got {getattr(self, name)}")
         if self.tau_rule is not None and self.tau_rule not in TAU_RULES:
             raise ValueError(f"tau_rule must be one of {TAU_RULES} or None, got {self.tau_rule!r}")
-        if self.tau_rule == "estimate" and (self.record == "decided" or self.combine == "vote"):
+        if self.tau_rule == "estimate" and self.tau_before_scan:
             raise ValueError(f"tau_rule 'estimate' ranks samples after the scans; record {self.record!r} with combine "
                              f"{self.combine!r} needs a tau before: use tau_rule 'gmm' or 'fraction', or give tau")
         if self.tau_rule == "fraction" and (self.tau_fraction is None or not 0 <= self.tau_fraction <= 1):
@@ -192,6 +192,11 @@ class PipelineConfig:
         return self.ablation != "no_split"
 
     @property
+    def tau_before_scan(self) -> bool:
+        """Whether tau must be an integer known before the scans (a decided record, or a per-scan vote)."""
+        return self.record == "decided" or self.combine == "vote"
+
+    @property
     def relabels(self) -> bool:
         """Whether candidates are relabelled by the self-annotators (else dropped)."""
         return self.ablation == "full"
@@ -201,8 +206,8 @@ class PipelineConfig:
         if name not in PRESETS[self.preset]:
             raise ValueError(f"{name!r} is not a preset-dependent field; they are {sorted(PRESETS[self.preset])}")
         v = getattr(self, name)
-        if v is None and name == "tau_rule" and (self.record == "decided" or self.combine == "vote"):
-            return "gmm"  # these choose an integer tau before scanning; "estimate" ranks after
+        if v is None and name == "tau_rule" and self.tau_before_scan:
+            return "gmm"  # "estimate" ranks after the scans
         return PRESETS[self.preset][name] if v is None else v
 
     def to_dict(self) -> dict[str, Any]:

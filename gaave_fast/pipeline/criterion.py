@@ -257,8 +257,8 @@ def confident_off_diagonal(ev: Evidence) -> np.ndarray:
     other = votes.argmax(axis=1)  # ties go to the lower class id
     counts = np.bincount(y, minlength=ev.num_classes)
     sums = np.bincount(y, weights=p_label, minlength=ev.num_classes)
-    thresholds = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
-    thresholds = np.where(counts > 0, thresholds, np.nanmean(thresholds))
+    thresholds = sums / np.maximum(counts, 1)
+    thresholds[counts == 0] = thresholds[counts > 0].mean()
     return (other != y) & (p_other >= thresholds[other])
 
 
